@@ -1,0 +1,1 @@
+"""wxbench baselines: persistence, climatology, lr and lr_multi."""

@@ -1,0 +1,197 @@
+"""The runner end to end on WB1/WB2-layout files: results, error rows, resume, leaderboard, re-scoring."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from wxbench import Forecaster, hookimpl
+from wxbench.cli import main
+from wxbench.results import load_results
+from wxbench.testing_data import write_wb1_layout, write_wb2_layout
+
+CHANNELS = ["z500", "t850"]
+PERIOD = ("1979-12-01T00", "1980-01-09T18")
+SPLITS = 'train = ["1979-12-01T00", "1979-12-24T18"]\nval = ["1979-12-25T00", "1979-12-30T18"]\n' \
+         'test = ["1979-12-31T00", "1980-01-09T18"]\n'
+
+
+def write_toml(path: Path, source: str, data: Path) -> Path:
+    path.write_text(f'name = "tiny-{source}"\nversion = 1\nsource = "{source}"\npath = "{data}"\n'
+                    f'channels = {json.dumps(CHANNELS)}\n{SPLITS}')
+    return path
+
+
+@pytest.fixture(scope="module")
+def wb2_benchmark(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("wb2")
+    store = write_wb2_layout(root / "data.zarr", CHANNELS, PERIOD)
+    return write_toml(root / "bench.toml", "wb2", store)
+
+
+@pytest.fixture(scope="module")
+def wb1_benchmark(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("wb1")
+    write_wb1_layout(root / "data", CHANNELS, ("1979-12-01T00", "1980-01-09T23"))
+    return write_toml(root / "bench.toml", "wb1", root / "data")
+
+
+def run_cli(*args: str) -> tuple[int, str]:
+    out = CliRunner().invoke(main, ["run", "--profile", "smoke", "--quiet", *args])
+    return out.exit_code, out.output
+
+
+def test_wb1_and_wb2_layouts_give_identical_scores(tmp_path, wb1_benchmark, wb2_benchmark):
+    for name, bench in (("wb1", wb1_benchmark), ("wb2", wb2_benchmark)):
+        code, output = run_cli("-m", "persistence", "-m", "climatology", "--benchmark", str(bench),
+                               "--output", str(tmp_path / name))
+        assert code == 0, output
+    wb1 = {r["model"]: r for r in load_results(tmp_path / "wb1")}
+    wb2 = {r["model"]: r for r in load_results(tmp_path / "wb2")}
+    for model in ("persistence", "climatology"):
+        assert wb1[model]["status"] == wb2[model]["status"] == "ok"
+        for metric in ("rmse", "mae", "acc"):
+            for c in CHANNELS:
+                assert wb1[model]["scores"][metric][c] == pytest.approx(wb2[model]["scores"][metric][c], rel=1e-6)
+    assert wb1["persistence"]["scores"]["rmse"]["z500"][0] > 0
+
+
+class _Faulty(Forecaster):
+    """A persistence model that breaks in the way its ``fault`` hyperparameter says."""
+
+    family = "test"
+    hyperparameters = {"fault": "none"}
+
+    def fit(self, train, val, budget):
+        from wxbench import FitReport
+
+        if self.hparams["fault"] == "fit":
+            raise RuntimeError("boom in fit")
+        if self.hparams["fault"] == "slow":
+            time.sleep(120)
+        return FitReport(seconds=0.0)
+
+    def predict(self, history):
+        fault = self.hparams["fault"]
+        if fault == "predict":
+            raise ValueError("boom in predict")
+        out = history[:, -1:].expand(-1, 4, -1, -1, -1).clone()
+        if fault == "shape":
+            return out[:, :3]
+        if fault == "nan":
+            out[0, 0, 0, 0, 0] = float("nan")
+        return out
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
+class _FaultyPlugin:
+    @hookimpl
+    def wxbench_register_forecasters(self, register):
+        for fault in ("fit", "predict", "shape", "nan", "slow"):
+            register(_Faulty, name=f"faulty_{fault}", fault=fault)
+
+
+def test_faulty_models_become_error_rows_and_others_are_intact(tmp_path, wb2_benchmark, wxbench_registry,
+                                                               monkeypatch):
+    from wxbench import profiles
+
+    smoke = profiles.PROFILES["smoke"]
+    monkeypatch.setitem(profiles.PROFILES, "smoke", replace(smoke, timeout_seconds=10))
+    wxbench_registry.add_plugin(_FaultyPlugin(), name="faulty")
+    models = ["persistence", "climatology", "faulty_fit", "faulty_predict", "faulty_shape", "faulty_nan", "faulty_slow"]
+    args = [a for m in models for a in ("-m", m)]
+    code, output = run_cli(*args, "--benchmark", str(wb2_benchmark), "--output", str(tmp_path))
+    assert code == 0, output
+    results = {r["model"]: r for r in load_results(tmp_path)}
+    assert results["persistence"]["status"] == results["climatology"]["status"] == "ok"
+    expected = {
+        "faulty_fit": ("fit", "boom in fit"),
+        "faulty_predict": ("predict", "boom in predict"),
+        "faulty_shape": ("predict", "predict returned shape (8, 3, 2, 32, 64), expected (8, 4, 2, 32, 64)"),
+        "faulty_nan": ("predict", "non-finite values"),
+        "faulty_slow": ("fit", "ran past its time limit of 10 s"),
+    }
+    for model, (stage, message) in expected.items():
+        error = results[model]["error"]
+        assert results[model]["status"] == "error"
+        assert error["stage"] == stage, (model, error)
+        assert message in error["message"] and f"model {model!r} (plugin 'faulty')" in error["message"]
+    board = (tmp_path / "leaderboards" / "tiny-wb2-v1" / "smoke" / "leaderboard.md").read_text()
+    assert "## Errors" in board and "boom in fit" in board
+    ranked = board.split("## Errors")[0]
+    assert "persistence" in ranked and "faulty_fit" not in ranked
+
+
+def test_resume_skips_finished_results_and_reruns_errors(tmp_path, wb2_benchmark, wxbench_registry):
+    wxbench_registry.add_plugin(_FaultyPlugin(), name="faulty")
+    args = ["-m", "persistence", "-m", "faulty_fit", "--benchmark", str(wb2_benchmark), "--output", str(tmp_path)]
+    assert run_cli(*args)[0] == 0
+    ok_file = next(tmp_path.rglob("persistence/seed0.json"))
+    err_file = next(tmp_path.rglob("faulty_fit/seed0.json"))
+    ok_before, err_before = ok_file.read_text(), json.loads(err_file.read_text())["end_time"]
+    assert run_cli(*args, "--resume")[0] == 0
+    assert ok_file.read_text() == ok_before  # not rerun
+    assert json.loads(err_file.read_text())["end_time"] != err_before  # rerun
+
+
+def test_result_file_holds_scores_throughput_and_provenance(tmp_path, wb2_benchmark):
+    code, output = run_cli("-m", "lr", "--benchmark", str(wb2_benchmark), "--output", str(tmp_path), "--seed", "3")
+    assert code == 0, output
+    [result] = load_results(tmp_path)
+    assert result["status"] == "ok" and result["seed"] == 3
+    assert result["lead_hours"] == [6, 12, 18, 24] and result["channels"] == CHANNELS
+    for metric in ("rmse", "mae", "bias", "acc", "crps"):
+        assert set(result["scores"][metric]) == set(CHANNELS)
+        assert len(result["scores"][metric]["z500"]) == 4
+    assert result["crps_is_mae"] and result["scores"]["crps"] == result["scores"]["mae"]
+    for key in ("samples_per_second", "train_seconds", "eval_seconds", "train_load_fraction", "eval_load_fraction",
+                "batch_size"):
+        assert key in result["throughput"]
+    prov = result["provenance"]
+    for key in ("wxbench_version", "plugin_distribution", "plugin_version", "git_commit", "data_hash", "device",
+                "device_name", "torch_version", "seed"):
+        assert key in prov
+    assert prov["plugin_distribution"] == "wxbench-baselines" and prov["data_hash"].startswith("sha256:")
+    assert result["budget"]["max_steps"] == 3 and result["hyperparameters"]["alpha"] == 1.0
+    assert result["weights"] and result["model_info"]["parameters"] > 0
+    assert result["peak_memory_bytes"] > 0
+    folder = tmp_path / "leaderboards" / "tiny-wb2-v1" / "smoke"
+    for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.json", "rmse_vs_lead.png", "crps_vs_lead.png",
+                 "maps/lr.png"):
+        assert (folder / name).exists(), name
+
+
+def test_score_rescores_from_the_checkpoint(tmp_path, wb2_benchmark):
+    assert run_cli("-m", "lr", "--benchmark", str(wb2_benchmark), "--output", str(tmp_path))[0] == 0
+    result_file = next(tmp_path.rglob("lr/seed0.json"))
+    out = CliRunner().invoke(main, ["score", str(result_file), "--device", "cpu"])
+    assert out.exit_code == 0, out.output
+    scored = json.loads(out.output)
+    for c in CHANNELS:
+        assert scored["scores"]["rmse"][c] == pytest.approx(scored["stored_scores"]["rmse"][c], rel=1e-5)
+
+
+def test_save_forecasts_writes_the_wb2_forecast_layout(tmp_path, wb2_benchmark):
+    import xarray as xr
+
+    assert run_cli("-m", "persistence", "--benchmark", str(wb2_benchmark), "--output", str(tmp_path),
+                   "--save-forecasts")[0] == 0
+    path = next(tmp_path.rglob("persistence/seed0.forecast.nc"))
+    with xr.open_dataset(path) as ds:
+        assert set(ds.data_vars) == {"geopotential", "temperature"}
+        assert ds["geopotential"].dims == ("time", "prediction_timedelta", "level", "latitude", "longitude")
+        assert list(ds["level"].values) == [500, 850] and ds.sizes["prediction_timedelta"] == 4
+        assert bool(ds["geopotential"].sel(level=500).notnull().all())
+        assert bool(ds["temperature"].sel(level=850).notnull().all())
+        assert (ds["prediction_timedelta"].values == [torch.tensor(h).numpy() * 3600 * 10**9 for h in (6, 12, 18, 24)]).all()

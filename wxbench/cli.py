@@ -1,0 +1,278 @@
+"""The ``wxbench`` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from .data.benchmarks import BUILTIN_BENCHMARKS, DEFAULT_BENCHMARK
+from .errors import WxbenchError
+from .profiles import DEFAULT_PROFILE, PROFILES
+from .results import DEFAULT_OUTPUT
+
+
+class _Group(click.Group):
+    """Turns wxbench's own errors into one clear line and exit code 2, not a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except WxbenchError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="wxbench")
+def main() -> None:
+    """wxbench: a plugin-based benchmark harness for data-driven weather forecasting.
+
+    Every model family is a plugin (entry-point group ``wxbench``); all run under the same frozen
+    splits and budgets and are scored in physical units into leaderboards.
+
+    \b
+    Quick start:
+      wxbench run --all          train and score every model on the embedded default data
+      wxbench plugins            what is installed and what each plugin registered
+      wxbench leaderboard DIR    tables and plots from a results folder
+    """
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins(as_json: bool) -> None:
+    """Installed plugin distributions, their versions, what each registered, and load failures."""
+    from .plugins import get_registry
+
+    registry = get_registry()
+    infos = sorted(registry.plugins.values(), key=lambda p: p.name)
+    if as_json:
+        click.echo(json.dumps([vars(p) for p in infos], indent=1))
+        return
+    for p in infos:
+        click.echo(f"{p.name}  ({p.distribution or 'in-process'} {p.version or ''})".rstrip())
+        if p.forecasters:
+            click.echo(f"  forecasters: {', '.join(p.forecasters)}")
+        if p.encoders:
+            click.echo(f"  encoders:    {', '.join(p.encoders)}")
+        if p.error:
+            click.echo(f"  ERROR: {p.error}")
+    if not infos:
+        click.echo("no wxbench plugins installed (pip install ./plugins/baselines, ...)")
+
+
+@main.command("list")
+def list_models() -> None:
+    """Registered forecasters and encoders, with family and normalisation."""
+    from tabulate import tabulate
+
+    from .plugins import get_registry
+
+    registry = get_registry()
+    rows = [[r.name, "forecaster", r.cls.family, r.cls.normalisation,
+             "ensemble" if r.cls.probabilistic else "deterministic", r.plugin] for r in registry.forecasters.values()]
+    rows += [[r.name, "encoder", r.cls.family, r.cls.normalisation, "-", r.plugin] for r in registry.encoders.values()]
+    click.echo(tabulate(sorted(rows, key=lambda r: (r[1], r[2], r[0])),
+                        headers=["name", "kind", "family", "normalisation", "output", "plugin"]))
+
+
+def _parse_overrides(items: tuple[str, ...]) -> dict[str, dict[str, object]]:
+    """``-H model.key=value`` (value parsed as JSON when it can be) -> {model: {key: value}}."""
+    from .errors import ConfigError
+
+    out: dict[str, dict[str, object]] = {}
+    for item in items:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise ConfigError(f"-H {item!r}: expected MODEL.HYPERPARAMETER=VALUE, e.g. -H convlstm.hidden=32")
+        key, value = item.split("=", 1)
+        model, name = key.split(".", 1)
+        try:
+            parsed: object = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        out.setdefault(model, {})[name] = parsed
+    return out
+
+
+@main.command()
+@click.option("--all", "run_all", is_flag=True, help="Run every registered forecaster.")
+@click.option("-m", "--model", "models", multiple=True, help="A model to run (repeatable).")
+@click.option("--benchmark", default=DEFAULT_BENCHMARK, show_default=True,
+              help=f"Built-in benchmark ({', '.join(BUILTIN_BENCHMARKS)}) or a benchmark .toml file.")
+@click.option("--data-path", default=None, help="Location of WB1/WB2 data for the wb1/wb2 benchmarks.")
+@click.option("--profile", default=DEFAULT_PROFILE, show_default=True, type=click.Choice(list(PROFILES)),
+              help="Training budget profile.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--seed", "seeds", multiple=True, type=int, help="Seed (repeatable; default 0).")
+@click.option("--seeds", "seed_list", default=None, help="Several seeds at once, e.g. '0 1 2'.")
+@click.option("--output", default=DEFAULT_OUTPUT, show_default=True, type=click.Path(file_okay=False),
+              help="Results folder (one JSON per model and seed).")
+@click.option("--resume", is_flag=True, help="Skip models whose successful result already exists.")
+@click.option("--ensemble-size", type=int, default=None, help="Members for probabilistic models (default: profile's).")
+@click.option("-H", "--hyperparameter", "hparams", multiple=True, help="Override: MODEL.KEY=VALUE (repeatable).")
+@click.option("--save-forecasts", is_flag=True, help="Also write test forecasts in the WB2 forecast layout.")
+@click.option("--no-checkpoint", is_flag=True, help="Do not keep trained weights.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: in-process, one model after another; ray: one Ray task per run.")
+@click.option("--address", default=None, help="Ray cluster address (ray executor; default: start a local Ray).")
+@click.option("--retries", default=0, show_default=True, help="Ray executor: retries of a task that dies.")
+@click.option("--no-leaderboard", is_flag=True, help="Do not build the leaderboard after the run.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars (for CI logs).")
+def run(run_all, models, benchmark, data_path, profile, device, seeds, seed_list, output, resume, ensemble_size,
+        hparams, save_forecasts, no_checkpoint, executor, address, retries, no_leaderboard, quiet) -> None:
+    """Train and score models on one benchmark and profile, then build its leaderboard.
+
+    Each model runs isolated: a failure becomes an error row and the run goes on. All checks of
+    the options happen before any work starts.
+    """
+    from .data.benchmarks import get_benchmark
+    from .errors import ConfigError
+    from .plugins import get_registry
+    from .progress import set_quiet
+    from .runner import plan_tasks
+    from .runtime import resolve_device
+
+    set_quiet(quiet)
+    registry = get_registry()
+    if run_all and models:
+        raise ConfigError("give either --all or -m/--model, not both")
+    if not run_all and not models:
+        raise ConfigError("nothing to run: give --all or -m MODEL (see `wxbench list`)")
+    names = sorted(registry.forecasters) if run_all else list(models)
+    for name in names:
+        registry.forecaster(name)  # unknown names fail here, with a did-you-mean
+    overrides = _parse_overrides(hparams)
+    for name in overrides:
+        registry.forecaster(name)
+    bench = get_benchmark(benchmark, data_path)
+    resolve_device(device)  # --device cuda without CUDA fails before any work
+    seed_values = list(seeds) + ([int(s) for s in seed_list.replace(",", " ").split()] if seed_list else [])
+    seed_values = sorted(set(seed_values)) or [0]
+    failed = [p for p in registry.plugins.values() if p.error]
+    for p in failed:
+        click.echo(f"warning: {p.error}", err=True)
+    tasks = [t for t in plan_tasks(names, bench, profile, seed_values, device=device, output=output,
+                                    ensemble_size=ensemble_size, save_forecasts=save_forecasts,
+                                    save_checkpoint=not no_checkpoint)]
+    tasks = [t if t.model not in overrides else _with_overrides(t, overrides[t.model]) for t in tasks]
+    started = time.perf_counter()
+    if executor == "ray":
+        from .executors.ray_executor import run_ray
+
+        results = run_ray(tasks, address=address, resume=resume, retries=retries, progress=not quiet)
+    else:
+        from .runner import run_local
+
+        results = run_local(tasks, resume=resume, progress=not quiet)
+    bad = [r for r in results if r.get("status") != "ok"]
+    click.echo(f"{len(results) - len(bad)} of {len(results)} runs succeeded in {time.perf_counter() - started:.0f} s; "
+               f"results in {output}")
+    for r in bad:
+        click.echo(f"  error: {r['error']['message'].splitlines()[0]}", err=True)
+    if not no_leaderboard:
+        from .leaderboard import build_leaderboards
+
+        for path in build_leaderboards(output):
+            click.echo(f"leaderboard: {path}")
+            if not quiet:
+                click.echo(path.read_text().split("\n## ")[0])
+
+
+def _with_overrides(task, hp):
+    from dataclasses import replace
+
+    return replace(task, hyperparameters={**task.hyperparameters, **hp})
+
+
+@main.command()
+@click.argument("results", default=DEFAULT_OUTPUT, type=click.Path(exists=True, file_okay=False))
+@click.option("--output", default=None, help="Where to write (default: RESULTS/leaderboards).")
+@click.option("--no-plots", is_flag=True, help="Tables only.")
+def leaderboard(results: str, output: str | None, no_plots: bool) -> None:
+    """Build Markdown/CSV/JSON leaderboards and PNG plots from a results folder."""
+    from .leaderboard import build_leaderboards
+
+    written = build_leaderboards(results, output, plots=not no_plots)
+    if not written:
+        click.echo(f"no result files under {results}")
+    for path in written:
+        click.echo(str(path))
+
+
+@main.command()
+@click.argument("result_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--device", default="auto", show_default=True)
+def score(result_file: str, device: str) -> None:
+    """Re-score a trained model from its checkpoint (the .pt beside RESULT_FILE) without retraining."""
+    from .scoring import rescore
+
+    click.echo(json.dumps(rescore(Path(result_file), device=device), indent=1))
+
+
+@main.group()
+def data() -> None:
+    """Prepare and inspect benchmark data."""
+
+
+@data.command()
+@click.option("--benchmark", default=DEFAULT_BENCHMARK, show_default=True)
+@click.option("--force", is_flag=True, help="Regenerate even when a complete cache exists.")
+@click.option("--processes", default=2, show_default=True, help="Parallel simulation processes.")
+@click.option("-q", "--quiet", is_flag=True)
+def prepare(benchmark: str, force: bool, processes: int, quiet: bool) -> None:
+    """Generate and cache an embedded benchmark's data (the default needs a few minutes once)."""
+    from .data.benchmarks import get_benchmark
+    from .data.embedded import dataset_path, marker_path, prepare as do_prepare
+    from .errors import ConfigError
+
+    bench = get_benchmark(benchmark)
+    if bench.source != "embedded":
+        raise ConfigError(f"benchmark {bench.name!r} reads {bench.source} files; only embedded benchmarks are prepared")
+    start = time.perf_counter()
+    path = do_prepare(bench, force=force, progress=not quiet, processes=processes)
+    marker = json.loads(marker_path(dataset_path(bench)).read_text())
+    click.echo(f"{path} ready ({time.perf_counter() - start:.0f} s now; generation took "
+               f"{marker['generation_seconds']} s); {marker['content_hash']}")
+
+
+@data.command()
+@click.option("--benchmark", default=DEFAULT_BENCHMARK, show_default=True)
+@click.option("--data-path", default=None)
+@click.option("--json", "as_json", is_flag=True)
+def info(benchmark: str, data_path: str | None, as_json: bool) -> None:
+    """Variables, periods, sizes, hash and statistics of a benchmark's data."""
+    from tabulate import tabulate
+
+    from .data.benchmarks import get_benchmark
+    from .data.loading import load_benchmark
+
+    bench = get_benchmark(benchmark, data_path)
+    details = load_benchmark(bench).info()
+    if as_json:
+        click.echo(json.dumps(details, indent=1))
+        return
+    click.echo(f"{details['benchmark']}: {bench.description}")
+    click.echo(f"source: {details['source']}\nhash:   {details['data_hash']}\ngrid:   {details['grid']}")
+    click.echo(tabulate([[k, v["start"], v["end"], v["states"], v["windows"], v["megabytes"]]
+                         for k, v in details["splits"].items()],
+                        headers=["split", "start", "end", "states", "windows", "MiB"]))
+    click.echo(tabulate([[c, s["mean"], s["std"], s["min"], s["max"]] for c, s in details["stats"].items()],
+                        headers=["channel (train)", "mean", "std", "min", "max"], floatfmt=".4g"))
+
+
+@main.command()
+def benchmarks() -> None:
+    """Built-in benchmarks and their splits."""
+    from tabulate import tabulate
+
+    click.echo(tabulate([[b.key, b.source, ",".join(b.channels), " .. ".join(b.train), " .. ".join(b.val),
+                          " .. ".join(b.test)] for b in BUILTIN_BENCHMARKS.values()],
+                        headers=["benchmark", "source", "channels", "train", "val", "test"]))
+
+
+if __name__ == "__main__":
+    main()

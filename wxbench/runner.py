@@ -1,0 +1,327 @@
+"""Running models: fit on train, early-stop on val, score on test, one isolated run per model.
+
+Whatever goes wrong inside one model (an exception, a wrong shape, NaNs, a timeout) becomes an
+error row naming the model, its plugin and the stage; the other models' results are untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import platform
+import signal
+import subprocess
+import threading
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from . import __version__
+from .data.benchmarks import Benchmark
+from .data.loading import BenchmarkData, load_benchmark
+from .errors import ContractViolation
+from .interfaces import Forecaster
+from .plugins import Registration, get_registry
+from .profiles import Profile, get_profile
+from .progress import progress_bar
+from .results import SCHEMA_VERSION, result_path, write_atomic, write_result
+from .runtime import device_name, measure_throughput, peak_memory_bytes, resolve_device, seed_everything
+
+
+@dataclass(frozen=True)
+class RunTask:
+    """One (model, benchmark, profile, seed) run; picklable so any executor can ship it."""
+
+    model: str
+    benchmark: Benchmark
+    profile: str
+    seed: int = 0
+    device: str = "cpu"
+    output: str = "wxbench-results"
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    ensemble_size: int | None = None
+    save_forecasts: bool = False
+    save_checkpoint: bool = True
+
+    @property
+    def path(self) -> Path:
+        return result_path(self.output, self.benchmark.key, self.profile, self.model, self.seed)
+
+
+class ModelTimeout(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float, what: str) -> Iterator[None]:
+    """Raise ModelTimeout in the main thread after ``seconds`` (SIGALRM; a no-op elsewhere)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGALRM"):
+        yield
+        return
+
+    def on_alarm(signum, frame):  # noqa: ARG001
+        raise ModelTimeout(f"{what} ran past its time limit of {seconds:.0f} s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@lru_cache(maxsize=2)
+def cached_benchmark_data(benchmark: Benchmark, progress: bool = True) -> BenchmarkData:
+    """Benchmark data is read once per process, whatever the number of models run on it."""
+    return load_benchmark(benchmark, progress=progress)
+
+
+def resolve_hyperparameters(reg: Registration, profile: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Class defaults < the registration's variant < the profile's overrides < the user's overrides."""
+    cls = reg.cls
+    return {**cls.hyperparameters, **reg.variant, **cls.profile_hyperparameters.get(profile, {}), **overrides}
+
+
+def build_model(reg: Registration, data: BenchmarkData, profile: str, *, device: str, seed: int,
+                ensemble_size: int, overrides: dict[str, Any] | None = None) -> Forecaster:
+    hparams = resolve_hyperparameters(reg, profile, overrides or {})
+    seed_everything(seed)
+    model = reg.cls(data.grid, device=device, seed=seed, ensemble_size=ensemble_size, **hparams)
+    model.name = reg.name  # a registered variant keeps its own name
+    return model
+
+
+def check_forecast(output: Any, history: torch.Tensor, model: Forecaster, reg: Registration) -> torch.Tensor:
+    """The contract every forecast must meet; a violation names the model and its plugin."""
+    who = f"model {reg.name!r} (plugin {reg.plugin!r})"
+    if not isinstance(output, torch.Tensor):
+        raise ContractViolation(f"{who}: predict returned {type(output).__name__}, expected a torch.Tensor")
+    b, _, c, h, w = history.shape
+    lead = model.grid.output_steps
+    expected = (b, model.ensemble_size, lead, c, h, w) if model.probabilistic else (b, lead, c, h, w)
+    if tuple(output.shape) != expected:
+        raise ContractViolation(f"{who}: predict returned shape {tuple(output.shape)}, expected {expected}"
+                                + (" (B, E, 4, C, H, W)" if model.probabilistic else " (B, 4, C, H, W)"))
+    if not output.dtype.is_floating_point:
+        raise ContractViolation(f"{who}: predict returned dtype {output.dtype}, expected a floating dtype")
+    if not torch.isfinite(output).all():
+        bad = int((~torch.isfinite(output)).sum())
+        raise ContractViolation(f"{who}: predict returned {bad} non-finite values (NaN or inf)")
+    return output.float()
+
+
+def evaluate(model: Forecaster, reg: Registration, data: BenchmarkData, profile: Profile, *,
+             collect_forecasts: bool = False) -> dict[str, Any]:
+    """Score ``model`` on the test split in physical units; returns scores, timings and an example."""
+    from .metrics import ScoreAccumulator
+
+    test = data.split("test", model.normalisation)
+    norm = test.normaliser
+    device = model.device
+    acc = ScoreAccumulator(torch.tensor(data.grid.lat), data.grid.channels, data.grid.lead_hours,
+                           climatology=data.climatology.to(device))
+    example = None
+    forecasts = []
+    load_seconds = predict_seconds = 0.0
+    start = time.perf_counter()
+    batches = iter(test.batches(profile.budget.eval_batch_size, device=device))
+    bar = progress_bar(total=len(test), desc=f"{reg.name} test", unit="window")
+    while True:
+        t0 = time.perf_counter()
+        batch = next(batches, None)
+        t1 = time.perf_counter()
+        load_seconds += t1 - t0
+        if batch is None:
+            break
+        history, target = batch
+        output = check_forecast(model.predict(history), history, model, reg)
+        predict_seconds += time.perf_counter() - t1
+        bar.update(len(history))
+        forecast = norm.denormalise(output)
+        truth = norm.denormalise(target.float())
+        acc.update(forecast, truth)
+        if example is None:
+            example = {"forecast": forecast[0].cpu().numpy(), "truth": truth[0].cpu().numpy(),
+                       "time": str(test.window_times(slice(0, 1))[0])}
+        if collect_forecasts:
+            forecasts.append(forecast.cpu())
+    bar.close()
+    history, _ = next(test.batches(profile.budget.eval_batch_size, device=device))
+    throughput = measure_throughput(model.predict, history, device=device, repeats=profile.throughput_batches)
+    return {
+        "scores": acc.compute(),
+        "is_ensemble": acc.is_ensemble,
+        "test_windows": len(test),
+        "eval_seconds": time.perf_counter() - start,
+        "predict_seconds": predict_seconds,
+        "eval_load_seconds": load_seconds,
+        "samples_per_second": throughput,
+        "eval_batch_size": profile.budget.eval_batch_size,
+        "example": example,
+        "forecasts": torch.cat(forecasts) if collect_forecasts else None,
+        "init_times": test.window_times(slice(None)) if collect_forecasts else None,
+    }
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def provenance(task: RunTask, reg: Registration | None, data: BenchmarkData | None, device: str) -> dict[str, Any]:
+    return {
+        "wxbench_version": __version__,
+        "plugin": reg.plugin if reg else None,
+        "plugin_distribution": reg.distribution if reg else None,
+        "plugin_version": reg.version if reg else None,
+        "git_commit": _git_commit(),
+        "data_hash": data.data_hash if data else None,
+        "data_source": data.source if data else None,
+        "device": device,
+        "device_name": device_name(device),
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "platform": platform.platform(),
+        "seed": task.seed,
+        "dtype": "bfloat16 autocast" if device.startswith("cuda") else "float32",
+    }
+
+
+def run_task(task: RunTask, *, progress: bool = True) -> dict[str, Any]:
+    """Run one model end to end and write its result file; never raises for a model's fault."""
+    profile = get_profile(task.profile)
+    started = dt.datetime.now(dt.timezone.utc)
+    result: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION, "model": task.model, "benchmark": task.benchmark.as_dict(),
+        "benchmark_key": task.benchmark.key, "profile": task.profile, "seed": task.seed, "status": "running",
+        "budget": profile.budget.as_dict(), "start_time": started.isoformat(),
+    }
+    stage = "load plugin"
+    reg = data = None
+    device = task.device
+    try:
+        reg = get_registry().forecaster(task.model)
+        result["family"] = reg.cls.family
+        stage = "load data"
+        data = cached_benchmark_data(task.benchmark, progress)
+        device = resolve_device(task.device)
+        ensemble = task.ensemble_size or profile.budget.ensemble_size
+        with time_limit(profile.timeout_seconds, f"model {task.model!r}"):
+            stage = "build"
+            model = build_model(reg, data, task.profile, device=device, seed=task.seed, ensemble_size=ensemble,
+                                overrides=task.hyperparameters)
+            result["hyperparameters"] = dict(model.hparams)
+            result["probabilistic"] = model.probabilistic
+            result["normalisation"] = model.normalisation
+            result["ensemble_size"] = model.ensemble_size
+            if device.startswith("cuda"):
+                torch.cuda.reset_peak_memory_stats(torch.device(device))
+            stage = "fit"
+            fit = model.fit(data.split("train", model.normalisation), data.split("val", model.normalisation),
+                            profile.budget)
+            result["fit"] = fit.as_dict()
+            result["weights"] = model.weights
+            result["model_info"] = model.describe()
+            if task.save_checkpoint:
+                stage = "save checkpoint"
+                import io
+
+                buffer = io.BytesIO()
+                torch.save(model.state_dict(), buffer)
+                write_atomic(task.path.with_suffix(".pt"), buffer.getvalue())
+            stage = "predict"
+            evaluation = evaluate(model, reg, data, profile, collect_forecasts=task.save_forecasts)
+        _record_evaluation(result, evaluation, fit, data, task)
+        result["peak_memory_bytes"] = peak_memory_bytes(device)
+        result["status"] = "ok"
+    except (Exception, ModelTimeout) as exc:  # noqa: BLE001 - every failure becomes an error row
+        plugin = f" (plugin {reg.plugin!r})" if reg else ""
+        result["status"] = "error"
+        result["error"] = {"stage": stage, "type": type(exc).__name__,
+                           "message": f"model {task.model!r}{plugin} failed in {stage}: {exc}",
+                           "traceback": traceback.format_exc(limit=8)}
+    result["end_time"] = dt.datetime.now(dt.timezone.utc).isoformat()
+    result["wall_seconds"] = (dt.datetime.now(dt.timezone.utc) - started).total_seconds()
+    result["provenance"] = provenance(task, reg, data, device)
+    write_result(task.path, result)
+    return result
+
+
+def _record_evaluation(result: dict[str, Any], evaluation: dict[str, Any], fit, data: BenchmarkData,
+                       task: RunTask) -> None:
+    result["scores"] = evaluation["scores"]
+    result["lead_hours"] = list(data.grid.lead_hours)
+    result["channels"] = list(data.grid.channels)
+    result["data_stats"] = data.stats
+    result["is_ensemble"] = evaluation["is_ensemble"]
+    result["crps_is_mae"] = not evaluation["is_ensemble"]
+    result["test_windows"] = evaluation["test_windows"]
+    predict_s, load_s = evaluation["predict_seconds"], evaluation["eval_load_seconds"]
+    result["throughput"] = {
+        "samples_per_second": evaluation["samples_per_second"],
+        "batch_size": evaluation["eval_batch_size"],
+        "train_seconds": fit.seconds,
+        "eval_seconds": evaluation["eval_seconds"],
+        # fraction of training and evaluation time spent gathering batches and moving them
+        "train_load_fraction": fit.data_seconds / fit.seconds if fit.seconds else 0.0,
+        "eval_load_fraction": load_s / (load_s + predict_s) if load_s + predict_s else 0.0,
+    }
+    example = evaluation["example"]
+    if example is not None:
+        import io
+
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, forecast=example["forecast"], truth=example["truth"],
+                            time=np.array(example["time"]), channels=np.array(data.grid.channels),
+                            lat=np.array(data.grid.lat), lon=np.array(data.grid.lon),
+                            lead_hours=np.array(data.grid.lead_hours))
+        write_atomic(task.path.with_suffix(".example.npz"), buffer.getvalue())
+    if evaluation["forecasts"] is not None:
+        from .forecast_io import write_wb2_forecasts
+
+        path = task.path.with_suffix(".forecast.nc")
+        write_wb2_forecasts(path, evaluation["forecasts"], evaluation["init_times"], data.grid,
+                            ensemble=evaluation["is_ensemble"])
+        result["forecast_file"] = path.name
+
+
+def plan_tasks(models: list[str], benchmark: Benchmark, profile: str, seeds: list[int], **kwargs: Any) -> list[RunTask]:
+    return [RunTask(model=m, benchmark=benchmark, profile=profile, seed=s, **kwargs) for s in seeds for m in models]
+
+
+def completed(task: RunTask) -> bool:
+    """A finished, successful result exists (``--resume`` skips it; error rows are rerun)."""
+    from .results import read_result
+
+    try:
+        return read_result(task.path).get("status") == "ok"
+    except (OSError, ValueError):
+        return False
+
+
+def run_local(tasks: list[RunTask], *, resume: bool = False, progress: bool = True) -> list[dict[str, Any]]:
+    """The default executor: in-process, one model after another."""
+    results = []
+    for task in progress_bar(tasks, desc="models", unit="model", leave=True):
+        if resume and completed(task):
+            from .results import read_result
+
+            results.append(read_result(task.path))
+            continue
+        results.append(run_task(task, progress=progress))
+    return results
+
+
+def task_summary(task: RunTask) -> dict[str, Any]:
+    return asdict(task)

@@ -1,0 +1,43 @@
+"""Re-scoring a trained model from its checkpoint, without retraining."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .data.benchmarks import Benchmark
+from .errors import ConfigError
+from .plugins import get_registry
+from .profiles import get_profile
+from .results import read_result
+from .runtime import resolve_device
+
+
+def rescore(result_file: Path, *, device: str = "auto") -> dict[str, Any]:
+    """Rebuild the model a result file describes, load its checkpoint and score it on the test split."""
+    from .runner import cached_benchmark_data, evaluate
+
+    result = read_result(result_file)
+    checkpoint = Path(result_file).with_suffix(".pt")
+    if result.get("status") != "ok":
+        raise ConfigError(f"{result_file}: the run failed ({result.get('error', {}).get('message')}); nothing to score")
+    if not checkpoint.exists():
+        raise ConfigError(f"{result_file}: no checkpoint {checkpoint.name} beside it (was the run made with --no-checkpoint?)")
+    bench_fields = dict(result["benchmark"])
+    for key in ("channels", "train", "val", "test", "trajectories"):
+        bench_fields[key] = tuple(bench_fields[key])
+    benchmark = Benchmark(**bench_fields)
+    data = cached_benchmark_data(benchmark)
+    if data.data_hash != result["provenance"]["data_hash"]:
+        raise ConfigError(f"{result_file}: the benchmark data changed since this result was made "
+                          f"({result['provenance']['data_hash']} then, {data.data_hash} now)")
+    reg = get_registry().forecaster(result["model"])
+    device = resolve_device(device)
+    model = reg.cls(data.grid, device=device, seed=result["seed"], ensemble_size=result.get("ensemble_size", 1),
+                    **result["hyperparameters"])
+    model.name = reg.name
+    model.load_state_dict(torch.load(checkpoint, map_location=device, weights_only=False))
+    evaluation = evaluate(model, reg, data, get_profile(result["profile"]))
+    return {"model": result["model"], "scores": evaluation["scores"], "stored_scores": result["scores"]}

@@ -1,0 +1,217 @@
+"""Conformance checks any plugin author can run on a Forecaster or Encoder, and pytest fixtures.
+
+In a plugin's tests::
+
+    from wxbench.testing import check_forecaster
+    def test_my_model():
+        check_forecaster(MyModel)
+
+The checks train with the ``smoke`` profile's budget (and the class's ``smoke`` hyperparameters) on
+a small smooth synthetic split unless real data is passed, and verify: output shape and dtype,
+finite values, determinism under a seed, the state_dict round trip, and the ensemble shape.
+
+To use the fixtures, add ``pytest_plugins = ["wxbench.testing"]`` to a conftest.py.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any, Iterator
+
+import numpy as np
+import pytest
+import torch
+
+from .data.splits import Normaliser, SplitData, channel_stats, window_starts
+from .interfaces import Budget, Encoder, FitReport, Forecaster, GridSpec
+from .profiles import get_profile
+
+WB_LAT = tuple(-87.1875 + 5.625 * i for i in range(32))
+WB_LON = tuple(5.625 * i for i in range(64))
+DEFAULT_GRID = GridSpec(channels=("z500", "t850", "u850", "v850"), lat=WB_LAT, lon=WB_LON)
+
+
+def synthetic_fields(grid: GridSpec = DEFAULT_GRID, n_times: int = 48, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
+    """Smooth travelling waves on the sphere plus a little noise, in physical-looking magnitudes.
+
+    For contract checks only; real evaluation uses the benchmark data.
+    """
+    rng = np.random.default_rng(seed)
+    lat = np.deg2rad(np.array(grid.lat))[:, None]
+    lon = np.deg2rad(np.array(grid.lon))[None, :]
+    t = np.arange(n_times)[:, None, None]
+    fields = []
+    for i in range(grid.n_channels):
+        k, speed, phase = 2 + i, 0.15 + 0.05 * i, rng.uniform(0, 2 * np.pi)
+        wave = np.cos(lat) ** 2 * np.sin(k * lon - speed * t + phase)
+        base = 10.0 * (i + 1) * np.cos(lat) + 3.0 * wave + 0.1 * rng.standard_normal((n_times, *grid.shape))
+        fields.append(base)
+    values = torch.tensor(np.stack(fields, axis=1), dtype=torch.float32)
+    times = np.datetime64("2000-01-01T00", "ns") + np.arange(n_times) * np.timedelta64(grid.step_hours, "h")
+    return values, times
+
+
+def synthetic_split(kind: str = "zscore", grid: GridSpec = DEFAULT_GRID, n_times: int = 48, seed: int = 0,
+                    name: str = "train", stats: dict | None = None) -> SplitData:
+    values, times = synthetic_fields(grid, n_times, seed)
+    # like real splits, every split is normalised with "training" statistics (those of seed 1)
+    stats = stats or channel_stats(synthetic_fields(grid, 96, seed=1)[0], grid.channels)
+    norm = Normaliser.from_stats(kind, stats)
+    starts = window_starts(times, grid.input_steps + grid.output_steps, np.timedelta64(grid.step_hours, "h"))
+    return SplitData(name, norm.normalise(values).contiguous(), times, torch.from_numpy(starts), grid, norm)
+
+
+def smoke_budget() -> Budget:
+    return get_profile("smoke").budget
+
+
+def _build(cls: type, grid: GridSpec, seed: int, ensemble_size: int, hyperparameters: dict[str, Any], **kw: Any):
+    from .runtime import seed_everything
+
+    seed_everything(seed)
+    params = {**cls.profile_hyperparameters.get("smoke", {}), **hyperparameters}
+    if issubclass(cls, Forecaster):
+        return cls(grid, device=kw.get("device", "cpu"), seed=seed, ensemble_size=ensemble_size, **params)
+    return cls(grid, device=kw.get("device", "cpu"), seed=seed, **params)
+
+
+def check_forecaster(cls: type[Forecaster], *, hyperparameters: dict[str, Any] | None = None,
+                     train: SplitData | None = None, val: SplitData | None = None,
+                     budget: Budget | None = None, ensemble_size: int = 3, seed: int = 0) -> dict[str, Any]:
+    """Run the Forecaster contract checks; raises AssertionError naming the failed check."""
+    hyperparameters = hyperparameters or {}
+    kind = cls.normalisation
+    train = train or synthetic_split(kind, seed=1)
+    val = val or synthetic_split(kind, n_times=24, seed=2, name="val")
+    grid = train.grid
+    budget = budget or smoke_budget()
+    who = f"forecaster {cls.__name__} ({getattr(cls, 'name', '?')})"
+    assert kind in ("zscore", "minmax"), f"{who}: normalisation must be 'zscore' or 'minmax', got {kind!r}"
+    for key in cls.profile_hyperparameters.get("smoke", {}):
+        assert key in cls.hyperparameters, f"{who}: smoke hyperparameter {key!r} is not a declared hyperparameter"
+
+    model = _build(cls, grid, seed, ensemble_size, hyperparameters)
+    report = model.fit(train, val, budget)
+    assert isinstance(report, FitReport), f"{who}: fit must return a FitReport, got {type(report).__name__}"
+    history, _ = train.windows(torch.arange(min(3, len(train))))
+    out = model.predict(history)
+    b, _, c, h, w = history.shape
+    expected = (b, ensemble_size, grid.output_steps, c, h, w) if cls.probabilistic else (b, grid.output_steps, c, h, w)
+    assert isinstance(out, torch.Tensor), f"{who}: predict must return a torch.Tensor"
+    assert tuple(out.shape) == expected, f"{who}: predict shape {tuple(out.shape)}, expected {expected}"
+    assert out.dtype == torch.float32, f"{who}: predict dtype {out.dtype}, expected float32"
+    assert torch.isfinite(out).all(), f"{who}: predict returned non-finite values"
+    assert isinstance(model.weights, str) and model.weights, f"{who}: weights must say which weights were used"
+
+    # determinism: the same seed gives the same trained model and forecast
+    again = _build(cls, grid, seed, ensemble_size, hyperparameters)
+    again.fit(train, val, budget)
+    out_again = again.predict(history)
+    assert torch.allclose(out, out_again, atol=1e-5, rtol=1e-4), \
+        f"{who}: not deterministic under a fixed seed (max diff {(out - out_again).abs().max():.3g})"
+
+    # save/load round trip: a fresh instance with the saved state predicts the same
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    buffer.seek(0)
+    restored = _build(cls, grid, seed + 1, ensemble_size, hyperparameters)
+    restored.load_state_dict(torch.load(buffer, weights_only=False))
+    if cls.probabilistic:
+        torch.manual_seed(123)
+        a = model.predict(history)
+        torch.manual_seed(123)
+        r = restored.predict(history)
+    else:
+        a, r = out, restored.predict(history)
+    assert torch.allclose(a, r, atol=1e-5, rtol=1e-4), \
+        f"{who}: state_dict round trip changes the forecast (max diff {(a - r).abs().max():.3g})"
+    return {"fit": report, "output_shape": tuple(out.shape)}
+
+
+def check_encoder(cls: type[Encoder], *, hyperparameters: dict[str, Any] | None = None,
+                  train: SplitData | None = None, val: SplitData | None = None,
+                  budget: Budget | None = None, seed: int = 0) -> dict[str, Any]:
+    """Run the Encoder contract checks; raises AssertionError naming the failed check."""
+    hyperparameters = hyperparameters or {}
+    train = train or synthetic_split("minmax", seed=1)
+    val = val or synthetic_split("minmax", n_times=24, seed=2, name="val")
+    grid = train.grid
+    budget = budget or smoke_budget()
+    who = f"encoder {cls.__name__} ({getattr(cls, 'name', '?')})"
+    enc = _build(cls, grid, seed, 1, hyperparameters)
+    trainable = enc.trainable
+    assert isinstance(trainable, dict) and all(isinstance(v, bool) for v in trainable.values()), \
+        f"{who}: trainable must be a dict of booleans"
+    report = enc.fit(train, val, budget)
+    assert isinstance(report, FitReport), f"{who}: fit must return a FitReport"
+    fields = train.fields[:2]
+    with torch.no_grad():
+        latent = enc.encode(fields)
+        expected = (2, *enc.latent_shape(tuple(fields.shape[1:])))
+        assert tuple(latent.shape) == expected, f"{who}: latent shape {tuple(latent.shape)}, latent_shape says {expected}"
+        decoded = enc.decode(latent)
+    assert tuple(decoded.shape) == tuple(fields.shape), f"{who}: decode shape {tuple(decoded.shape)} != {tuple(fields.shape)}"
+    assert torch.isfinite(latent).all() and torch.isfinite(decoded).all(), f"{who}: non-finite latent or reconstruction"
+    assert isinstance(enc.weights, str) and enc.weights, f"{who}: weights must say which weights were used"
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(enc.state_dict(), buffer)
+    buffer.seek(0)
+    restored = _build(cls, grid, seed + 1, 1, hyperparameters)
+    restored.load_state_dict(torch.load(buffer, weights_only=False))
+    with torch.no_grad():
+        again = restored.decode(restored.encode(fields))
+    assert torch.allclose(decoded, again, atol=1e-5, rtol=1e-4), f"{who}: state_dict round trip changes the reconstruction"
+    return {"fit": report, "latent_shape": tuple(latent.shape[1:])}
+
+
+def forecast_mse(model: Forecaster, split: SplitData, limit: int = 16) -> float:
+    """Latitude-weighted MSE of ``model``'s forecasts (ensemble mean) on up to ``limit`` windows."""
+    from .metrics import latitude_weights
+
+    history, target = split.windows(split.evenly_spaced(limit))
+    out = model.predict(history)
+    if model.probabilistic:
+        out = out.mean(dim=1)
+    weights = latitude_weights(torch.tensor(split.grid.lat)).float()
+    return float((((out.cpu() - target) ** 2) * weights[:, None]).mean())
+
+
+def check_learns(cls: type[Forecaster], *, hyperparameters: dict[str, Any] | None = None,
+                 train: SplitData | None = None, val: SplitData | None = None, budget: Budget | None = None,
+                 seed: int = 0, min_improvement: float = 0.05) -> tuple[float, float]:
+    """A short training run must lower the validation forecast error by ``min_improvement`` (relative)."""
+    kind = cls.normalisation
+    train = train or synthetic_split(kind, n_times=96, seed=1)
+    val = val or synthetic_split(kind, n_times=32, seed=2, name="val", stats=None)
+    budget = budget or replace(smoke_budget(), max_steps=30, max_epochs=30, max_seconds=60, patience=30)
+    model = _build(cls, train.grid, seed, 2, hyperparameters or {})
+    before = forecast_mse(model, val)
+    model.fit(train, val, budget)
+    after = forecast_mse(model, val)
+    assert after < (1 - min_improvement) * before, (
+        f"forecaster {cls.__name__}: validation error {before:.4g} -> {after:.4g} after a short training run")
+    return before, after
+
+
+# -- pytest fixtures -----------------------------------------------------------------------------
+
+@pytest.fixture
+def wxbench_registry(monkeypatch) -> Iterator[Any]:
+    """A registry with the installed plugins, into which a test can add in-process plugins.
+
+    ``wxbench_registry.add_plugin(module_or_object, name="myplugin")`` registers hooks defined on any
+    object; the harness (``get_registry``) sees it for the duration of the test.
+    """
+    from . import plugins
+
+    registry = plugins.Registry()
+    registry.load_entry_points()
+    monkeypatch.setattr(plugins, "_REGISTRY", registry)
+    yield registry
+
+
