@@ -29,7 +29,7 @@ PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
         Profile("smoke", "seconds per model, tiny networks; used by the tests",
-                Budget(max_epochs=1, max_steps=3, max_seconds=20, batch_size=4, eval_batch_size=8,
+                Budget(max_epochs=1, max_steps=3, max_seconds=120, batch_size=4, eval_batch_size=8,
                        ensemble_size=3, patience=1, val_windows=8),
                 timeout_seconds=300, throughput_batches=1),
         Profile("cpu", "the default: every model trains about a minute on a laptop-class CPU",

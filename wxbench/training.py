@@ -88,9 +88,10 @@ def train_module(module: nn.Module, loss_fn: LossFn, train: SplitData, val: Spli
     stop = None
     while stop is None:
         for history, target in _timed_batches(train, budget.batch_size, generator, device, report):
-            # wall-clock progress in whole 5 % steps, so that short step-bound runs never see it
-            # and stay bit-reproducible
+            # wall-clock progress in whole 5 % steps; it drives the schedule (and extra validation
+            # checks) only while it is ahead of the step count, so step-bound runs stay reproducible
             clock = math.floor(20 * (time.perf_counter() - start) / budget.max_seconds) / 20
+            clock_binds = clock > step / total_steps
             progress = max(step / total_steps, clock)
             for group in optimiser.param_groups:
                 group["lr"] = learning_rate * _schedule(progress)
@@ -110,7 +111,8 @@ def train_module(module: nn.Module, loss_fn: LossFn, train: SplitData, val: Spli
                 stop = "budget: steps"
             elif now - start >= budget.max_seconds:
                 stop = "budget: wall clock"
-            if stop or step % check_every == 0 or now - last_check >= budget.max_seconds / CHECKS_PER_BUDGET:
+            timed_check = clock_binds and now - last_check >= budget.max_seconds / CHECKS_PER_BUDGET
+            if stop or step % check_every == 0 or timed_check:
                 last_check = now
                 val_loss = validate()
                 report.val_history.append(val_loss)
