@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -98,7 +99,42 @@ def _parse_overrides(items: tuple[str, ...]) -> dict[str, dict[str, object]]:
     return out
 
 
-@main.command()
+_SEED_WORDS = re.compile(r"[0-9][0-9,\s]*")
+
+
+def _join_seed_values(args: list[str]) -> list[str]:
+    """``--seeds 0 1 2`` -> ``--seeds "0 1 2"``: the numbers following --seeds become its one value."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        out.append(arg)
+        i += 1
+        if arg == "--":
+            out.extend(args[i:])
+            break
+        if arg == "--seeds" or arg.startswith("--seeds="):
+            first = i + 1 if arg == "--seeds" else i
+            j = first
+            while j < len(args) and _SEED_WORDS.fullmatch(args[j]):
+                j += 1
+            if j > first:
+                if arg == "--seeds":
+                    out.append(" ".join(args[i:j]))
+                else:
+                    out[-1] = " ".join([arg, *args[i:j]])
+                i = j
+    return out
+
+
+class _RunCommand(click.Command):
+    """Lets ``--seeds`` take several words (``--seeds 0 1 2``) as well as one (``--seeds "0 1 2"``)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, _join_seed_values(list(args)))
+
+
+@main.command(cls=_RunCommand)
 @click.option("--all", "run_all", is_flag=True, help="Run every registered forecaster.")
 @click.option("-m", "--model", "models", multiple=True, help="A model to run (repeatable).")
 @click.option("--benchmark", default=DEFAULT_BENCHMARK, show_default=True,
@@ -108,7 +144,7 @@ def _parse_overrides(items: tuple[str, ...]) -> dict[str, dict[str, object]]:
               help="Training budget profile.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--seed", "seeds", multiple=True, type=int, help="Seed (repeatable; default 0).")
-@click.option("--seeds", "seed_list", default=None, help="Several seeds at once, e.g. '0 1 2'.")
+@click.option("--seeds", "seed_list", default=None, help="Several seeds at once: --seeds 0 1 2 (or '0 1 2').")
 @click.option("--output", default=DEFAULT_OUTPUT, show_default=True, type=click.Path(file_okay=False),
               help="Results folder (one JSON per model and seed).")
 @click.option("--resume", is_flag=True, help="Skip models whose successful result already exists.")
@@ -149,7 +185,8 @@ def run(run_all, models, benchmark, data_path, profile, device, seeds, seed_list
     for name in overrides:
         registry.forecaster(name)
     bench = get_benchmark(benchmark, data_path)
-    resolve_device(device)  # --device cuda without CUDA fails before any work
+    if executor != "ray":  # a Ray head node may have no GPU; the Ray executor checks the cluster
+        resolve_device(device)  # --device cuda without CUDA fails before any work
     seed_values = list(seeds) + ([int(s) for s in seed_list.replace(",", " ").split()] if seed_list else [])
     seed_values = sorted(set(seed_values)) or [0]
     failed = [p for p in registry.plugins.values() if p.error]

@@ -25,7 +25,7 @@ import torch
 from . import __version__
 from .data.benchmarks import Benchmark
 from .data.loading import BenchmarkData, load_benchmark
-from .errors import ContractViolation
+from .errors import ConfigError, ContractViolation
 from .interfaces import Forecaster
 from .plugins import Registration, get_registry
 from .profiles import Profile, get_profile
@@ -198,23 +198,66 @@ def provenance(task: RunTask, reg: Registration | None, data: BenchmarkData | No
     }
 
 
-def run_task(task: RunTask, *, progress: bool = True) -> dict[str, Any]:
-    """Run one model end to end and write its result file; never raises for a model's fault."""
-    profile = get_profile(task.profile)
-    started = dt.datetime.now(dt.timezone.utc)
-    result: dict[str, Any] = {
+def _result_header(task: RunTask, profile: Profile | None, started: dt.datetime) -> dict[str, Any]:
+    return {
         "schema_version": SCHEMA_VERSION, "model": task.model, "benchmark": task.benchmark.as_dict(),
         "benchmark_key": task.benchmark.key, "profile": task.profile, "seed": task.seed, "status": "running",
-        "budget": profile.budget.as_dict(), "start_time": started.isoformat(),
+        "budget": profile.budget.as_dict() if profile else None, "start_time": started.isoformat(),
     }
+
+
+def _error_record(task: RunTask, reg: Registration | None, stage: str, exc: BaseException,
+                  tb: str | None = None) -> dict[str, Any]:
+    plugin = f" (plugin {reg.plugin!r})" if reg else ""
+    return {"stage": stage, "type": type(exc).__name__,
+            "message": f"model {task.model!r}{plugin} failed in {stage}: {exc}",
+            "traceback": traceback.format_exc(limit=8) if tb is None else tb}
+
+
+def error_result(task: RunTask, stage: str, exc: BaseException, *, started: dt.datetime | None = None,
+                 tb: str | None = None) -> dict[str, Any]:
+    """The error row of a run that failed outside :func:`run_task` (e.g. its worker died), in
+    run_task's layout; the caller writes it with ``write_result(task.path, ...)``."""
+    now = dt.datetime.now(dt.timezone.utc)
+    started = started or now
+    try:
+        reg = get_registry().forecaster(task.model)
+    except Exception:  # noqa: BLE001 - the row is written whatever the registry says
+        reg = None
+    try:
+        profile = get_profile(task.profile)
+    except ConfigError:
+        profile = None
+    result = _result_header(task, profile, started)
+    if reg is not None:
+        result["family"] = reg.cls.family
+    result["status"] = "error"
+    result["error"] = _error_record(task, reg, stage, exc, tb if tb is not None else "".join(
+        traceback.format_exception(exc, limit=8)))
+    result["end_time"] = now.isoformat()
+    result["wall_seconds"] = (now - started).total_seconds()
+    result["provenance"] = provenance(task, reg, None, task.device)
+    return result
+
+
+def run_task(task: RunTask, *, progress: bool = True, data: BenchmarkData | None = None) -> dict[str, Any]:
+    """Run one model end to end and write its result file; never raises for a model's fault.
+
+    ``data``: the benchmark's data already loaded (an executor that shares it between processes);
+    None reads it (once per process, :func:`cached_benchmark_data`).
+    """
+    profile = get_profile(task.profile)
+    started = dt.datetime.now(dt.timezone.utc)
+    result: dict[str, Any] = _result_header(task, profile, started)
     stage = "load plugin"
-    reg = data = None
+    reg = None
+    preloaded, data = data, None
     device = task.device
     try:
         reg = get_registry().forecaster(task.model)
         result["family"] = reg.cls.family
         stage = "load data"
-        data = cached_benchmark_data(task.benchmark, progress)
+        data = preloaded if preloaded is not None else cached_benchmark_data(task.benchmark, progress)
         device = resolve_device(task.device)
         ensemble = task.ensemble_size or profile.budget.ensemble_size
         with time_limit(profile.timeout_seconds, f"model {task.model!r}"):
@@ -246,11 +289,8 @@ def run_task(task: RunTask, *, progress: bool = True) -> dict[str, Any]:
         result["peak_memory_bytes"] = peak_memory_bytes(device)
         result["status"] = "ok"
     except (Exception, ModelTimeout) as exc:  # noqa: BLE001 - every failure becomes an error row
-        plugin = f" (plugin {reg.plugin!r})" if reg else ""
         result["status"] = "error"
-        result["error"] = {"stage": stage, "type": type(exc).__name__,
-                           "message": f"model {task.model!r}{plugin} failed in {stage}: {exc}",
-                           "traceback": traceback.format_exc(limit=8)}
+        result["error"] = _error_record(task, reg, stage, exc)
     result["end_time"] = dt.datetime.now(dt.timezone.utc).isoformat()
     result["wall_seconds"] = (dt.datetime.now(dt.timezone.utc) - started).total_seconds()
     result["provenance"] = provenance(task, reg, data, device)

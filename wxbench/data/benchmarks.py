@@ -39,6 +39,11 @@ class Benchmark:
     #: embedded source only: the simulated trajectories, see wxbench.data.embedded
     trajectories: tuple[dict[str, Any], ...] = field(default_factory=tuple)
 
+    def __hash__(self) -> int:  # trajectories hold dicts; hash the frozen definition instead
+        import json
+
+        return hash(json.dumps(self.as_dict(), sort_keys=True))
+
     @property
     def key(self) -> str:
         return f"{self.name}-v{self.version}"
