@@ -43,6 +43,21 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def write_checkpoint(path: Path, state: Any) -> None:
+    """torch.save straight to a temporary file, then rename (no in-memory copy of a large state)."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write_result(path: Path, result: dict[str, Any]) -> None:
     write_atomic(path, (json.dumps(result, indent=1, sort_keys=False, default=str) + "\n").encode())
 

@@ -30,7 +30,7 @@ from .interfaces import Forecaster
 from .plugins import Registration, get_registry
 from .profiles import Profile, get_profile
 from .progress import progress_bar
-from .results import SCHEMA_VERSION, result_path, write_atomic, write_result
+from .results import SCHEMA_VERSION, result_path, write_atomic, write_checkpoint, write_result
 from .runtime import device_name, measure_throughput, peak_memory_bytes, resolve_device, seed_everything
 
 
@@ -278,11 +278,7 @@ def run_task(task: RunTask, *, progress: bool = True, data: BenchmarkData | None
             result["model_info"] = model.describe()
             if task.save_checkpoint:
                 stage = "save checkpoint"
-                import io
-
-                buffer = io.BytesIO()
-                torch.save(model.state_dict(), buffer)
-                write_atomic(task.path.with_suffix(".pt"), buffer.getvalue())
+                write_checkpoint(task.path.with_suffix(".pt"), model.state_dict())
             stage = "predict"
             evaluation = evaluate(model, reg, data, profile, collect_forecasts=task.save_forecasts)
         _record_evaluation(result, evaluation, fit, data, task)

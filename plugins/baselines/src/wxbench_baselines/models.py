@@ -90,23 +90,27 @@ class LinearRegression(Forecaster):
 
     def fit(self, train: SplitData, val: SplitData, budget: Budget) -> FitReport:
         start = time.perf_counter()
-        history, target = train.windows(slice(None))
-        n, c = len(history), self.grid.n_channels
-        x = history.reshape(n, -1).numpy().astype(np.float32)
+        n, c = len(train), self.grid.n_channels
+        # float64: with alpha = 1 the kernel's condition number reaches ~1e8, beyond float32.
+        # Filled window by window block, so no float32 copy of all windows is held at once.
+        x = np.empty((n, self.grid.input_steps * train.fields[0].numel()))
+        y = np.empty((n, self.grid.output_steps, *train.fields.shape[1:]))
+        for block in torch.arange(n).split(256):
+            history, target = train.windows(block)
+            x[block.numpy()] = history.reshape(len(block), -1).numpy()
+            y[block.numpy()] = target.numpy()
         scale = None
         if self.hparams["standardise_features"]:
             # dividing by the std is enough: the ridge's centring removes the mean
-            scale = np.maximum(x.std(axis=0), 1e-6).astype(np.float32)
+            scale = np.maximum(x.std(axis=0), 1e-6)
             x /= scale
         # centring features and targets is what Ridge(fit_intercept=True) does
         x_mean = x.mean(axis=0)
         x -= x_mean
         kernel = x @ x.T  # one kernel serves every target group: they share the features
-        y = target.numpy()  # (n, 4, C, H, W)
         groups = [y[:, :, [i]].reshape(n, -1) for i in range(c)] if self.hparams["per_variable"] else [y.reshape(n, -1)]
         y_means = [g.mean(axis=0) for g in groups]
-        duals = [ridge_dual_coefficients(kernel, g - m, self.hparams["alpha"]).astype(np.float32)
-                 for g, m in zip(groups, y_means)]
+        duals = [ridge_dual_coefficients(kernel, g - m, self.hparams["alpha"]) for g, m in zip(groups, y_means)]
         self.state = {"feature_scale": scale, "x_mean": x_mean, "x_fit": x, "y_mean": y_means, "dual": duals}
         self.weights = "closed-form ridge fit on the training split"
         return FitReport(seconds=time.perf_counter() - start, stopped_because="closed form",
@@ -114,7 +118,7 @@ class LinearRegression(Forecaster):
 
     def predict(self, history: torch.Tensor) -> torch.Tensor:
         s = self.state
-        x = history.reshape(history.shape[0], -1).cpu().numpy().astype(np.float32)
+        x = history.reshape(history.shape[0], -1).cpu().numpy().astype(np.float64)
         if s["feature_scale"] is not None:
             x = x / s["feature_scale"]
         kernel = (x - s["x_mean"]) @ s["x_fit"].T
@@ -125,10 +129,22 @@ class LinearRegression(Forecaster):
         return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32)).to(history.device)
 
     def state_dict(self) -> dict[str, Any]:
-        return dict(self.state)
+        # tensors (zero-copy views) rather than numpy arrays: torch.save writes tensor storages
+        # directly, whereas pickling gigabyte-sized numpy arrays makes extra in-memory copies
+        def as_tensor(v):
+            if isinstance(v, list):
+                return [torch.from_numpy(a) for a in v]
+            return None if v is None else torch.from_numpy(v)
+
+        return {k: as_tensor(v) for k, v in self.state.items()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.state = dict(state)
+        def as_array(v):
+            if isinstance(v, list):
+                return [a.numpy() for a in v]
+            return None if v is None else v.numpy()
+
+        self.state = {k: as_array(v) for k, v in state.items()}
 
     def describe(self) -> dict[str, Any]:
         if not self.state:
