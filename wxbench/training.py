@@ -7,7 +7,7 @@ budget enforcement, early stopping and seeding. A model customises its loss, not
   cosine decay over the budget's progress: the furthest of steps, epochs or wall clock used. A
   model cut by the wall clock thus still ends on a small learning rate.
 - Validation loss on evenly spaced validation windows every tenth of the budget (in steps or in
-  time, whichever comes first) and when training stops; ``budget.patience`` checks without
+  time, whichever comes first, but never more than a tenth of the time) and when training stops; ``budget.patience`` checks without
   improvement stop training, and the best weights are restored.
 - Reproducibility: when the step or epoch limit ends training, the same seed gives bit-identical
   weights on CPU. When the wall clock binds (slow models in the ``cpu`` profile), the step count
@@ -82,6 +82,7 @@ def train_module(module: nn.Module, loss_fn: LossFn, train: SplitData, val: Spli
     best_loss, best_state, bad_checks = math.inf, None, 0
     start = time.perf_counter()
     last_check = start
+    val_seconds = 0.0
     step = 0
     module.train()
     bar = progress_bar(total=total_steps, desc=desc, unit="step")
@@ -111,10 +112,14 @@ def train_module(module: nn.Module, loss_fn: LossFn, train: SplitData, val: Spli
                 stop = "budget: steps"
             elif now - start >= budget.max_seconds:
                 stop = "budget: wall clock"
-            timed_check = clock_binds and now - last_check >= budget.max_seconds / CHECKS_PER_BUDGET
+            # a slow model's validation can cost as much as many training steps: keep checks to
+            # at most about a tenth of the training time
+            check_gap = max(budget.max_seconds / CHECKS_PER_BUDGET, 9 * val_seconds)
+            timed_check = clock_binds and now - last_check >= check_gap
             if stop or step % check_every == 0 or timed_check:
-                last_check = now
                 val_loss = validate()
+                last_check = time.perf_counter()
+                val_seconds = last_check - now
                 report.val_history.append(val_loss)
                 if val_loss < best_loss:
                     best_loss, bad_checks = val_loss, 0
