@@ -1,0 +1,299 @@
+"""Spherical Fourier Neural Operators (Bonev et al. 2023, the model family of FourCastNet v2), built on
+torch-harmonics' ``SphericalFourierNeuralOperator`` (``torch_harmonics.examples.models.sfno``).
+
+Models
+------
+- ``sfno`` (direct): the last ``input_steps`` (default all 12) states are stacked as input channels,
+  ``(B, 12, C, H, W) -> (B, 12*C, H, W)``; one SFNO maps them to ``4*C`` channels, reshaped to the 4
+  lead times, all predicted at once. With ``residual`` (default) the network predicts the increments
+  from the last observed state: ``y_k = x_last + f_k(history)``.
+- ``sfno_ar`` (autoregressive): the same network with ``C`` output channels predicts the next 6 h
+  state from the last ``input_steps`` states (``x_{t+1} = x_t + f(x_{t-n+1..t})``); the forecast rolls
+  out 4 steps, each prediction appended to the input window and the oldest state dropped. Trained on
+  one-step targets (``target[:, :1]``) by default; ``rollout_steps > 1`` trains on a short rollout
+  (mean loss over the first ``rollout_steps`` lead times, gradients through the rollout). Early
+  stopping and best-weights selection use the full 4-step rollout error on validation, i.e. the task
+  that is scored. It shows the direct-vs-iterative trade-off WeatherBench (Rasp et al. 2020)
+  documented for CNNs: one model for all leads and physically consistent steps vs error accumulation
+  through feeding back its own (smoothed) predictions.
+
+Architecture (torch-harmonics' SFNO, "linear" variant): 1x1 conv encoder to ``embed_dim`` channels,
+an optional learnable per-latitude position embedding, ``num_layers`` SFNO blocks, 1x1 conv decoder.
+A block is ``x -> MLP(ISHT(W_l * SHT(x))) + x`` (spectral convolution with Driscoll-Healy weights, one
+complex ``embed_dim x embed_dim`` matrix per degree ``l``, so it is a rotation-equivariant filter on
+the sphere; MLP = 1x1 conv, GELU, 1x1 conv with ``mlp_ratio``). The first block's SHT runs on the data
+grid and its inverse on an internal Gauss-Legendre grid of ``(H-1)//scale_factor + 1`` by
+``W//scale_factor`` points; the last block maps back to the data grid; blocks in between stay on the
+internal grid.
+
+What had to be decided (nothing in MODELS.md; the issue fixed the rest)
+------------------------------------------------------------------------
+- Grid. The data's latitudes are cell centres without poles; no torch-harmonics grid has these nodes
+  (``equiangular`` includes the poles, rows up to 2.8 deg off; ``legendre-gauss`` nodes are up to
+  1.4 deg off). The data-grid
+  transforms are therefore torch-harmonics' ``RealSHT``/``InverseRealSHT`` with Legendre tables
+  evaluated at the true latitudes and an exact analysis (weighted least squares with the nodes' Fejer
+  quadrature weights); see :mod:`wxbench_spherical.sht` for the measured errors (round trip of a
+  band-limited field: 3e-16 vs 1e-1 .. 2e-1 when the rows are fed to the built-in grids). They are
+  swapped into the torch-harmonics model after construction (``trans_down`` / ``itrans_up``, which
+  the first and last blocks share by reference). Internal grid: Gauss-Legendre, exact. The skip
+  connections of the first and last blocks, which go from one grid to the other, are resampled
+  through the transforms (torch-harmonics does this only when the grids differ in size, and would
+  otherwise add data-grid rows to Gauss-grid rows 0.04-1.4 deg apart at scale factor 1).
+- Spectral truncation: triangular T21 (``lmax = mmax = 22``) with ``scale_factor = 1``, i.e. an
+  internal 32 x 64 Gauss-Legendre grid: the classic T21 transform grid, and the embedded data are a
+  T21 simulation (dinosaur, T21 on this equiangular grid). Measured on the embedded data (first 450
+  days): degrees >= 22 hold < 0.25 % of the variance of every variable and of its 6 h and 24 h
+  increments, while degrees 16..21 hold 5-13 % of the anomaly variance and 13-21 %
+  of the increments the model has to predict. torch-harmonics' default factor 3 keeps only 10 modes
+  (T9) at 32 x 64, and factor 2 keeps 16 (T15), discarding those degrees from every spectral
+  filter; factor 1 alone would keep 32 modes (T31), whose extra degrees carry nothing but noise here
+  and cost spectral weights. ``lmax`` sets the truncation (through torch-harmonics'
+  ``hard_thresholding_fraction``). At T21 the data-grid analysis is the least-squares fit of
+  :mod:`wxbench_spherical.sht` (the 32 cell-centre latitudes' Fejer quadrature alone is exact only up
+  to lmax 17; the fit is exact for T21 fields, condition number 1.04). Factor 1 also keeps the
+  inner blocks' pointwise MLPs on the data's 64 longitudes, so the model is exactly equivariant to
+  every whole-cell shift in longitude (with factor 2 only to even shifts; tested).
+- Residual connection to the last state (default on) and a zero-initialised output layer, so an
+  untrained model is persistence and the short ``cpu`` budget is spent learning the increments.
+- Position embedding: torch-harmonics' learnable per-latitude embedding (the Held-Suarez forcing
+  depends on latitude; the spectral filters alone are rotation equivariant), which keeps the model
+  exactly equivariant to shifts in longitude (tested). Longitude-dependent embeddings would break it.
+- ``sfno_ar`` input window: 2 states (t and t - 6 h: the state and its tendency) by default; see
+  ``SFNOAutoregressive`` for the reason.
+
+Cost: at the defaults (``embed_dim`` 256, 4 layers) ``sfno`` has 12.6 M real parameters (a complex
+spectral weight counts twice), 91 % of them in the spectral weights (4 x 256 x 256 x 22 complex).
+See ``profile_hyperparameters`` for the ``cpu`` configuration and its measured cost.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, ClassVar, Mapping
+
+import torch
+from torch import nn
+
+from wxbench import Budget, FitReport, GridSpec, SplitData, TorchForecaster
+from wxbench.training import latitude_weighted_mse, train_module
+
+from .sht import DataGridInverseRealSHT, DataGridRealSHT
+
+POS_EMBEDDINGS = ("none", "learnable lat")
+NORMALISATIONS = ("none", "layer_norm", "instance_norm")
+
+
+def real_parameter_count(module: nn.Module) -> int:
+    """Trainable real numbers: a complex parameter (the spectral weights) counts twice."""
+    return sum(p.numel() * (2 if p.is_complex() else 1) for p in module.parameters())
+
+
+def _grid_key(transform: nn.Module) -> tuple[str, int, int]:
+    return transform.grid, transform.nlat, transform.nlon
+
+
+def _check_grid(grid: GridSpec) -> None:
+    lon = torch.tensor(grid.lon, dtype=torch.float64)
+    step = 360.0 / len(lon)
+    expected = lon[0] + step * torch.arange(len(lon), dtype=torch.float64)
+    if not torch.allclose(lon, expected, atol=1e-6):
+        raise ValueError("SFNO needs equispaced longitudes covering the globe (periodic in longitude)")
+
+
+class SFNONet(nn.Module):
+    """(B, T, C, H, W) history -> (B, n_out, C, H, W): torch-harmonics' SFNO on the data grid.
+
+    Uses the last ``input_steps`` states, stacked as channels; adds the last state when ``residual``.
+    """
+
+    def __init__(self, grid: GridSpec, *, input_steps: int, output_steps: int, embed_dim: int,
+                 num_layers: int, scale_factor: int, lmax: int | None, mlp_ratio: float,
+                 normalization_layer: str, pos_embed: str, residual: bool, drop_rate: float = 0.0) -> None:
+        super().__init__()
+        from torch_harmonics.examples.models.sfno import SphericalFourierNeuralOperator
+
+        _check_grid(grid)
+        if pos_embed not in POS_EMBEDDINGS:
+            raise ValueError(f"pos_embed must be one of {POS_EMBEDDINGS} (grid-agnostic and longitude "
+                             f"equivariant), got {pos_embed!r}")
+        if normalization_layer not in NORMALISATIONS:
+            raise ValueError(f"normalization_layer must be one of {NORMALISATIONS}, got {normalization_layer!r}")
+        self.input_steps, self.output_steps = input_steps, output_steps
+        self.n_channels = grid.n_channels
+        self.residual = residual
+        h, w = grid.shape
+        # torch-harmonics keeps min(internal nlat, internal nlon // 2) modes times this fraction
+        full = min((h - 1) // scale_factor + 1, w // scale_factor // 2)
+        lmax = full if lmax is None else lmax
+        if not 1 <= lmax <= full:
+            raise ValueError(f"lmax must be in 1..{full} for scale_factor {scale_factor} on {h} x {w}, got {lmax}")
+        with warnings.catch_warnings():
+            # the placeholder data-grid transforms are replaced below
+            warnings.simplefilter("ignore", UserWarning)
+            self.sfno = SphericalFourierNeuralOperator(
+                img_size=(h, w), grid="equiangular", grid_internal="legendre-gauss",
+                scale_factor=scale_factor, in_chans=input_steps * self.n_channels,
+                out_chans=output_steps * self.n_channels, embed_dim=embed_dim, num_layers=num_layers,
+                mlp_ratio=mlp_ratio, drop_rate=drop_rate, normalization_layer=normalization_layer,
+                pos_embed=pos_embed, residual_prediction=False, bias=False,
+                hard_thresholding_fraction=(lmax + 0.5) / full)
+        assert (self.sfno.trans_down.lmax, self.sfno.trans_down.mmax) == (lmax, lmax), "truncation"
+        self._install_data_grid_transforms(grid)
+        if residual:  # start from persistence: the network learns the increments
+            nn.init.zeros_(self.sfno.decoder[-1].weight)
+
+    def _install_data_grid_transforms(self, grid: GridSpec) -> None:
+        """Replace the data-grid SHTs (built for torch-harmonics' ``equiangular`` nodes, which
+        include the poles) by transforms at the data's latitudes, wherever the model refers to them."""
+        old_fwd, old_inv = self.sfno.trans_down, self.sfno.itrans_up
+        lmax, mmax = old_fwd.lmax, old_fwd.mmax
+        fwd = DataGridRealSHT(grid.lat, len(grid.lon), lmax, mmax)
+        inv = DataGridInverseRealSHT(grid.lat, len(grid.lon), lmax, mmax)
+        self.sfno.trans_down, self.sfno.itrans_up = fwd, inv
+        for block in self.sfno.blocks:
+            conv = block.global_conv
+            if conv.forward_transform is old_fwd:
+                conv.forward_transform = fwd
+            if conv.inverse_transform is old_inv:
+                conv.inverse_transform = inv
+            # torch-harmonics resamples a block's skip connection (through its own transforms) only
+            # when the two grids differ in size; at scale factor 1 the data grid and the internal
+            # Gauss grid are both 32 x 64 but have different latitudes, so resample there too
+            conv.scale_residual = _grid_key(conv.forward_transform) != _grid_key(conv.inverse_transform)
+        remaining = [m for m in self.modules() if m is old_fwd or m is old_inv]
+        assert not remaining, "a data-grid transform of the torch-harmonics model was not replaced"
+
+    @property
+    def modes(self) -> tuple[int, int]:
+        return self.sfno.trans_down.lmax, self.sfno.trans_down.mmax
+
+    def forward(self, history: torch.Tensor) -> torch.Tensor:
+        x = history[:, -self.input_steps:]
+        b, t, c, h, w = x.shape
+        out = self.sfno(x.reshape(b, t * c, h, w)).reshape(b, self.output_steps, c, h, w)
+        if self.residual:
+            out = out + x[:, -1:]
+        return out
+
+
+class _SFNOMixin:
+    """Shared hyperparameter handling and description."""
+
+    family = "sfno"
+    hparams: dict[str, Any]
+    grid: GridSpec
+    module: nn.Module
+
+    def _net(self, output_steps: int) -> SFNONet:
+        hp = self.hparams
+        if not 1 <= hp["input_steps"] <= self.grid.input_steps:
+            raise ValueError(f"input_steps must be in 1..{self.grid.input_steps}, got {hp['input_steps']}")
+        return SFNONet(self.grid, input_steps=hp["input_steps"], output_steps=output_steps,
+                       embed_dim=hp["embed_dim"], num_layers=hp["num_layers"], scale_factor=hp["scale_factor"],
+                       lmax=hp["lmax"],
+                       mlp_ratio=hp["mlp_ratio"], normalization_layer=hp["normalization_layer"],
+                       pos_embed=hp["pos_embed"], residual=hp["residual"], drop_rate=hp["drop_rate"])
+
+    def _net_of(self) -> SFNONet:
+        return self.module if isinstance(self.module, SFNONet) else self.module.net
+
+    def describe(self) -> dict[str, Any]:
+        net = self._net_of()
+        lmax, mmax = net.modes
+        spectral = sum(b.global_conv.weight.numel() * 2 for b in net.sfno.blocks)
+        return {"parameters": real_parameter_count(self.module), "spectral_parameters": spectral,
+                "lmax": lmax, "mmax": mmax, "internal_grid": [net.sfno.h, net.sfno.w],
+                "data_grid_sht": net.sfno.trans_down.grid}
+
+
+_COMMON: dict[str, Any] = {
+    "embed_dim": 256,  # torch-harmonics' default; the gpu profile
+    "num_layers": 4,
+    "scale_factor": 1,  # internal grid 32 x 64 Gauss-Legendre (the classic T21 transform grid)
+    "lmax": 22,  # triangular truncation T21 (lmax = mmax = 22), the data's own; see the module doc
+    "mlp_ratio": 2.0,
+    "normalization_layer": "none",
+    "pos_embed": "learnable lat",
+    "residual": True,
+    "drop_rate": 0.0,
+    "learning_rate": 1e-3,
+    "weight_decay": 1e-4,
+}
+
+_SMOKE: dict[str, Any] = {"embed_dim": 8, "num_layers": 2}
+
+
+class SFNO(_SFNOMixin, TorchForecaster):
+    """Direct SFNO: 12 stacked states in, the 4 lead times out at once."""
+
+    name = "sfno"
+    hyperparameters: ClassVar[Mapping[str, Any]] = {**_COMMON, "input_steps": 12}
+    profile_hyperparameters: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "smoke": _SMOKE,
+        # 50 s on 2 CPU cores: embed 64 (~0.6 M parameters) takes ~0.1-0.2 s per batch-16 step,
+        # i.e. a few hundred steps (over 1 epoch of the ~2,500 training windows); embed 256 would
+        # manage only a few dozen steps and stay near persistence.
+        "cpu": {"embed_dim": 64, "learning_rate": 2e-3},
+    }
+
+    def build(self) -> nn.Module:
+        return self._net(self.grid.output_steps)
+
+
+class RolloutNet(nn.Module):
+    """Autoregressive wrapper: ``net`` maps a window of states to the next one; ``forward`` rolls out."""
+
+    def __init__(self, net: SFNONet, output_steps: int) -> None:
+        super().__init__()
+        self.net = net
+        self.output_steps = output_steps
+
+    def rollout(self, history: torch.Tensor, steps: int) -> torch.Tensor:
+        window = history[:, -self.net.input_steps:]
+        outputs = []
+        for _ in range(steps):
+            nxt = self.net(window)  # (B, 1, C, H, W)
+            outputs.append(nxt)
+            window = torch.cat([window[:, 1:], nxt.to(window.dtype)], dim=1)
+        return torch.cat(outputs, dim=1)
+
+    def forward(self, history: torch.Tensor) -> torch.Tensor:
+        return self.rollout(history, self.output_steps)
+
+
+class SFNOAutoregressive(_SFNOMixin, TorchForecaster):
+    """Autoregressive SFNO: predicts 6 h ahead, rolled out 4 times for the 6..24 h forecast.
+
+    Input window: ``input_steps = 2`` (the state and the one 6 h before it) by default. One state is
+    not enough for the winds' and waves' tendencies; a long window makes the rollout lean on many
+    observed states at step 1 and on its own predictions at step 4 alike, and doubles the encoder's
+    input per extra state for no new dynamics (the Held-Suarez state is close to Markovian in the
+    full model state; the two 850/500 hPa levels seen here are not, hence two states rather than one).
+    """
+
+    name = "sfno_ar"
+    hyperparameters: ClassVar[Mapping[str, Any]] = {**_COMMON, "input_steps": 2, "rollout_steps": 1}
+    profile_hyperparameters: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "smoke": {**_SMOKE, "rollout_steps": 2},
+        "cpu": {"embed_dim": 64, "learning_rate": 2e-3},
+    }
+
+    def build(self) -> nn.Module:
+        if not 1 <= self.hparams["rollout_steps"] <= self.grid.output_steps:
+            raise ValueError(f"rollout_steps must be in 1..{self.grid.output_steps}")
+        return RolloutNet(self._net(1), self.grid.output_steps)
+
+    def loss(self, history: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        steps = self.hparams["rollout_steps"]
+        return latitude_weighted_mse(self.module.rollout(history, steps), target[:, :steps], self.lat_weights)
+
+    def rollout_loss(self, history: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The scored task: the full 4-step rollout (validation, early stopping, best weights)."""
+        return latitude_weighted_mse(self.module(history), target, self.lat_weights)
+
+    def fit(self, train: SplitData, val: SplitData, budget: Budget) -> FitReport:
+        return train_module(self.module, self.loss, train, val, budget, device=self.device, seed=self.seed,
+                            learning_rate=self.hparams["learning_rate"],
+                            weight_decay=self.hparams["weight_decay"], val_loss_fn=self.rollout_loss,
+                            desc=self.name)

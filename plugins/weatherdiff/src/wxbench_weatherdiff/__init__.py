@@ -1,0 +1,1 @@
+"""wxbench WeatherDiff family: image-style latent and generative weather models."""
