@@ -157,7 +157,7 @@ def test_example_plugin_installs_and_is_discovered_through_its_entry_point(tmp_p
 def test_cli_help_documents_every_command():
     out = CliRunner().invoke(main, ["--help"])
     assert out.exit_code == 0
-    for command in ("plugins", "list", "run", "data", "leaderboard", "score", "benchmarks"):
+    for command in ("plugins", "list", "run", "data", "leaderboard", "score", "benchmarks", "bench"):
         assert command in out.output
     run_help = CliRunner().invoke(main, ["run", "--help"]).output
     for option in ("--all", "--model", "--benchmark", "--profile", "--device", "--seed", "--resume", "--output",

@@ -301,6 +301,21 @@ def info(benchmark: str, data_path: str | None, as_json: bool) -> None:
                         headers=["channel (train)", "mean", "std", "min", "max"], floatfmt=".4g"))
 
 
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--compare-fail", default="median:25%", show_default=True,
+              help="Fail when a benchmark is this much slower than the previous run on this machine "
+                   "(pytest-benchmark's --benchmark-compare-fail); 'none' compares without failing.")
+@click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
+def bench(compare_fail: str, pytest_args: tuple[str, ...]) -> None:
+    """Run the speed suite (tests/benchmarks): save the run, compare with this machine's previous one.
+
+    The first run on a machine only saves. Extra arguments go to pytest, e.g. `wxbench bench -k forward`.
+    """
+    from .bench import run_bench
+
+    sys.exit(run_bench(list(pytest_args), compare_fail=None if compare_fail == "none" else compare_fail))
+
+
 @main.command()
 def benchmarks() -> None:
     """Built-in benchmarks and their splits."""
