@@ -143,7 +143,7 @@ def markdown_table(rows: list[dict[str, Any]], *, title: str, lead_hours: list[i
                   tabulate(detail, headers=["model", *[f"{h} h" for h in lead_hours]], tablefmt="github"), ""]
     recon = [[r["model"], json.dumps(r["reconstruction_rmse"])] for r in rows if r.get("reconstruction_rmse")]
     if recon:
-        lines += ["## Autoencoder reconstruction floor (RMSE of encode-decode on test fields)", "",
+        lines += ["## Autoencoder reconstruction floor (RMSE of encode-decode, as each model reports it: validation fields for the WeatherDiff models)", "",
                   tabulate(recon, headers=["model", "reconstruction RMSE per variable"], tablefmt="github"), ""]
     timing = [[r["model"], f"{r['wall_seconds']:.0f}", f"{r['train_seconds']:.0f}", f"{r['eval_seconds']:.1f}",
                r["stopped_because"], r["device_name"]] for r in rows if r["status"] == "ok"]
