@@ -152,6 +152,8 @@ def test_convlstm_parameters_at_defaults():
     model = ConvLSTM(DEFAULT_GRID)
     assert (model.hparams["hidden"], model.hparams["num_layers"], model.hparams["kernel_size"]) == (64, 2, 3)
     assert count_parameters(model.module) == cells + head == 471_088
+    wide = ConvLSTM(DEFAULT_GRID, head_hidden=48)  # the head's width is a hyperparameter (None: hidden / 2)
+    assert count_parameters(wide.module) == cells + conv(h, 48, 3) + conv(48, 4 * C, 1)
     seq = ConvLSTMSeq2Seq(DEFAULT_GRID)
     assert count_parameters(seq.module) == 2 * cells + conv(h, C, 3) == 906_500
 
