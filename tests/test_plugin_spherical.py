@@ -119,8 +119,9 @@ def test_architecture_at_defaults_and_cpu_profile():
         ar = SFNOAutoregressive(DEFAULT_GRID)
     info = direct.describe()
     assert info["parameters"] == _expected_parameters(256, 4, 12, 4) == 12_609_536
-    assert cpu.describe()["parameters"] == _expected_parameters(SFNO.profile_hyperparameters["cpu"]["embed_dim"],
-                                                                4, 12, 4)
+    assert SFNO.profile_hyperparameters["cpu"] == SFNOAutoregressive.profile_hyperparameters["cpu"] == {
+        "embed_dim": 32, "num_layers": 2, "learning_rate": 2e-2}
+    assert cpu.describe()["parameters"] == _expected_parameters(32, 2, 12, 4) == 101_504
     assert ar.describe()["parameters"] == _expected_parameters(256, 4, SFNOAutoregressive.hyperparameters["input_steps"], 1)
     # truncation T21 (lmax = mmax = 22), internal 32 x 64 Gauss grid
     assert (info["lmax"], info["mmax"], info["internal_grid"]) == (22, 22, [32, 64])
@@ -219,17 +220,24 @@ def test_autoregressive_rollout_equations():
     model = _model(SFNOAutoregressive)
     _randomise(model)
     net = model.module.net
-    assert net.input_steps == SFNOAutoregressive.hyperparameters["input_steps"] == 2
+    assert net.input_steps == SFNOAutoregressive.hyperparameters["input_steps"] == 12
     history = torch.randn(2, 12, 4, 32, 64)
     with torch.no_grad():
         out = model.predict(history)
-        x1 = net(history[:, -2:])
-        x2 = net(torch.cat([history[:, -1:], x1], dim=1))
-        x3 = net(torch.cat([x1, x2], dim=1))
+        x1 = net(history)
+        x2 = net(torch.cat([history[:, 1:], x1], dim=1))
+        x3 = net(torch.cat([history[:, 2:], x1, x2], dim=1))
     assert out.shape == (2, 4, 4, 32, 64)
     assert torch.allclose(out[:, 0:1], x1, atol=1e-6)
     assert torch.allclose(out[:, 1:2], x2, atol=1e-6)
     assert torch.allclose(out[:, 2:3], x3, atol=1e-6)
+    # a shorter window: the rollout keeps only the last input_steps states
+    short = _model(SFNOAutoregressive, input_steps=2)
+    _randomise(short)
+    with torch.no_grad():
+        y1 = short.module.net(history[:, -2:])
+        y2 = short.module.net(torch.cat([history[:, -1:], y1], dim=1))
+        assert torch.allclose(short.predict(history)[:, :2], torch.cat([y1, y2], dim=1), atol=1e-6)
     # one-step training (rollout_steps=1) ignores the targets beyond 6 h; validation scores all 4
     one = _model(SFNOAutoregressive, rollout_steps=1)
     _randomise(one)
@@ -238,7 +246,7 @@ def test_autoregressive_rollout_equations():
     other[:, 1:] += 5.0
     with torch.no_grad():
         assert torch.equal(one.loss(history, target), one.loss(history, other))
-        assert one.rollout_loss(history, target) < one.rollout_loss(history, other)
+        assert one.val_loss(history, target) < one.val_loss(history, other)
         two = _model(SFNOAutoregressive, rollout_steps=2)
         _randomise(two)
         assert two.loss(history, target) < two.loss(history, other)
@@ -251,6 +259,38 @@ def test_invalid_configurations_are_rejected():
         _model(SFNO, input_steps=13)
     with pytest.raises(ValueError, match="rollout_steps"):
         _model(SFNOAutoregressive, rollout_steps=5)
+
+
+def test_fit_keeps_the_untrained_persistence_state_when_training_does_not_help():
+    from wxbench.testing import smoke_budget, synthetic_split
+
+    train, val = synthetic_split(seed=1), synthetic_split(n_times=24, seed=2, name="val")
+    history, _ = val.windows(torch.arange(2))
+    bad = _model(SFNO, learning_rate=3.0)  # steps far too large: every check is worse than the start
+    report = bad.fit(train, val, smoke_budget())
+    assert report.extra["kept_initial_weights"] and "untrained" in bad.weights
+    assert report.best_val_loss == report.extra["initial_val_loss"] < min(report.val_history)
+    assert torch.equal(bad.predict(history), history[:, -1:].expand(-1, 4, -1, -1, -1))
+    good = _model(SFNO)
+    report = good.fit(train, val, smoke_budget())
+    assert "kept_initial_weights" not in report.extra and good.weights == "trained from scratch"
+    assert report.best_val_loss < report.extra["initial_val_loss"]
+
+
+def test_torch_threads_apply_during_fit_and_are_restored():
+    from wxbench.testing import smoke_budget, synthetic_split
+
+    seen = []
+    model = _model(SFNO, torch_threads=1)
+    loss = model.loss
+    model.loss = lambda h, t: (seen.append(torch.get_num_threads()), loss(h, t))[1]
+    torch.set_num_threads(2)
+    try:
+        model.fit(synthetic_split(seed=1), synthetic_split(n_times=24, seed=2, name="val"), smoke_budget())
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
 
 
 # -- conformance and learning -------------------------------------------------------------------

@@ -18,7 +18,7 @@ and in a test module (run with ``pytest --benchmark-enable``)::
         benchmark_adaptive(benchmark, forward_fn(model), history, call_seconds=len(history) / sps)
 
     def test_bench_my_model_train_step(benchmark, model_factory):
-        step = make_train_step(model_factory("my_model"))
+        step = make_train_step(model_factory("my_model"))   # step.kind: "optimiser step" or a whole fit
         benchmark.group = "model-train-step"
         benchmark_adaptive(benchmark, step)
 
@@ -40,10 +40,14 @@ skipped entry per plugin that failed to load), :func:`forward_fn`, :func:`record
 :func:`record_ratio`.
 
 Everything uses the ``smoke`` profile's hyperparameters by default (tiny networks), so that a
-benchmark of every registered model stays within minutes on a laptop; absolute times are only
+benchmark of every registered model costs minutes rather than hours; absolute times are only
 comparable between runs with the same profile on the same machine. The comparisons that matter
 are measured inside one run as ratios (:func:`median_seconds_round_robin`), because machines are
 noisy; the ratios recorded with :func:`record_ratio` are listed at the end of the run.
+
+Importing the module as a pytest plugin also adds two hooks: the end-of-run list of ratios and
+samples/s, and a clean failure (exit status 1, no traceback) when ``--benchmark-compare-fail``
+finds a regression.
 """
 
 from __future__ import annotations
@@ -379,18 +383,39 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             terminalreporter.write_line(line)
 
 
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_sessionfinish(session: pytest.Session) -> Any:
-    """A ``--benchmark-compare-fail`` regression fails the session with pytest-benchmark's list of the
-    regressed benchmarks, instead of a traceback from inside pytest's terminal summary."""
+_REGRESSED = pytest.StashKey[bool]()
+
+
+def _is_regression(exc: BaseException) -> bool:
+    return type(exc).__name__ == "PerformanceRegression"  # pytest_benchmark.session.PerformanceRegression
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True, specname="pytest_terminal_summary")
+def pytest_terminal_summary_regressions(terminalreporter: Any) -> Any:
+    """A ``--benchmark-compare-fail`` regression fails the session after pytest-benchmark's list of
+    the regressed benchmarks, instead of ending the run with a traceback from inside pytest's
+    terminal summary (which would also lose the rest of the summary)."""
     try:
         return (yield)
     except Exception as exc:
-        if type(exc).__name__ != "PerformanceRegression":
+        if not _is_regression(exc):
             raise
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_line("FAILED: slower than the saved run it was compared with (the benchmarks listed under "
-                                "'Performance has regressed' above)", red=True, bold=True)
+        terminalreporter.config.stash[_REGRESSED] = True
+        terminalreporter.write_line("FAILED: slower than the saved run it was compared with (the benchmarks listed "
+                                    "under 'Performance has regressed' above)", red=True, bold=True)
         return None
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session) -> Any:
+    """Exit status 1 (tests failed) after a speed regression."""
+    try:
+        result = yield
+    except Exception as exc:
+        if not _is_regression(exc):
+            raise
+        session.config.stash[_REGRESSED] = True
+        result = None
+    if session.config.stash.get(_REGRESSED, False):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    return result

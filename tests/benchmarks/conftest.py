@@ -18,6 +18,7 @@ from wxbench.benchmarking import (  # noqa: F401 - fixtures and hooks, registere
     model_factory,
     pytest_sessionfinish,
     pytest_terminal_summary,
+    pytest_terminal_summary_regressions,
     registered_forecasters,
     window_batch,
 )

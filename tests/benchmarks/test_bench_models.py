@@ -5,7 +5,8 @@ without new code; a plugin that fails to load shows up as a skipped entry with i
 
 All models use the ``smoke`` profile's hyperparameters (tiny networks) and batch sizes, and each
 benchmark takes about a second of timed rounds (at least 3; ``benchmark_adaptive``), so that the
-whole group stays within a few minutes on 2 CPU cores. These numbers track regressions of one
+group costs minutes rather than hours; the slowest models (diffusion models, whose "training step"
+is a whole fit) take most of it. Select models with ``-k``. These numbers track regressions of one
 model between runs on one machine; they are not the leaderboard's numbers (the leaderboard runs
 the ``cpu`` profile's, larger, networks), but they are measured the same way:
 

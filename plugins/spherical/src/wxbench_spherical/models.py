@@ -59,8 +59,8 @@ What had to be decided (nothing in MODELS.md; the issue fixed the rest)
 - Position embedding: torch-harmonics' learnable per-latitude embedding (the Held-Suarez forcing
   depends on latitude; the spectral filters alone are rotation equivariant), which keeps the model
   exactly equivariant to shifts in longitude (tested). Longitude-dependent embeddings would break it.
-- ``sfno_ar`` input window: 2 states (t and t - 6 h: the state and its tendency) by default; see
-  ``SFNOAutoregressive`` for the reason.
+- ``sfno_ar`` input window: the same 12 states as the direct model (measured better than 2 states;
+  see ``SFNOAutoregressive``).
 
 Cost: at the defaults (``embed_dim`` 256, 4 layers) ``sfno`` has 12.6 M real parameters (a complex
 spectral weight counts twice), 91 % of them in the spectral weights (4 x 256 x 256 x 22 complex).
@@ -69,14 +69,17 @@ See ``profile_hyperparameters`` for the ``cpu`` configuration and its measured c
 
 from __future__ import annotations
 
+import copy
+import time
 import warnings
-from typing import Any, ClassVar, Mapping
+from contextlib import contextmanager
+from typing import Any, ClassVar, Iterator, Mapping
 
 import torch
 from torch import nn
 
 from wxbench import Budget, FitReport, GridSpec, SplitData, TorchForecaster
-from wxbench.training import latitude_weighted_mse, train_module
+from wxbench.training import autocast, latitude_weighted_mse, train_module
 
 from .sht import DataGridInverseRealSHT, DataGridRealSHT
 
@@ -178,12 +181,71 @@ class SFNONet(nn.Module):
 
 
 class _SFNOMixin:
-    """Shared hyperparameter handling and description."""
+    """Shared construction, fit (with the untrained state as a checkpoint), threads and description."""
 
     family = "sfno"
     hparams: dict[str, Any]
     grid: GridSpec
     module: nn.Module
+    device: str
+    seed: int
+    name: str
+
+    @contextmanager
+    def _threads(self) -> Iterator[None]:
+        """Run with ``torch_threads`` intra-op threads on CPU (restored afterwards); None: leave as is."""
+        n = self.hparams["torch_threads"]
+        if n is None or not self.device.startswith("cpu"):
+            yield
+            return
+        previous = torch.get_num_threads()
+        torch.set_num_threads(int(n))
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
+
+    def val_loss(self, history: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Validation loss (early stopping, best weights): the scored 4-lead forecast error."""
+        return latitude_weighted_mse(self.module(history), target, self.lat_weights)
+
+    def _validate(self, val: SplitData, budget: Budget) -> float:
+        """``val_loss`` on the validation windows ``train_module`` uses, in eval mode."""
+        index = val.evenly_spaced(budget.val_windows)
+        self.module.eval()
+        total = 0.0
+        with torch.no_grad(), autocast(self.device):
+            for i in range(0, len(index), budget.eval_batch_size):
+                history, target = val.windows(index[i:i + budget.eval_batch_size])
+                total += float(self.val_loss(history.to(self.device), target.to(self.device))) * len(history)
+        return total / max(len(index), 1)
+
+    def fit(self, train: SplitData, val: SplitData, budget: Budget) -> FitReport:
+        """``train_module`` with the untrained model (persistence, with ``residual``) as one more
+        checkpoint: if no validation check beats it (a run cut to a handful of steps by a busy
+        machine), the initial weights are kept and ``weights`` says so."""
+        with self._threads():
+            start = time.perf_counter()
+            initial_loss = self._validate(val, budget)
+            initial_state = copy.deepcopy(self.module.state_dict())
+            initial_seconds = time.perf_counter() - start
+            report = train_module(self.module, self.loss, train, val, budget, device=self.device, seed=self.seed,
+                                  learning_rate=self.hparams["learning_rate"],
+                                  weight_decay=self.hparams["weight_decay"], val_loss_fn=self.val_loss,
+                                  desc=self.name)
+        report.seconds += initial_seconds
+        report.extra["initial_val_loss"] = initial_loss
+        if report.best_val_loss is None or not report.best_val_loss < initial_loss:
+            self.module.load_state_dict(initial_state)
+            report.best_val_loss = initial_loss
+            report.extra["kept_initial_weights"] = True
+            self.weights = ("untrained initial weights (persistence): training did not lower the "
+                            "validation loss within the budget")
+        return report
+
+    def predict(self, history: torch.Tensor) -> torch.Tensor:
+        with self._threads():
+            return super().predict(history)  # type: ignore[misc]
 
     def _net(self, output_steps: int) -> SFNONet:
         hp = self.hparams
@@ -219,9 +281,25 @@ _COMMON: dict[str, Any] = {
     "drop_rate": 0.0,
     "learning_rate": 1e-3,
     "weight_decay": 1e-4,
+    "torch_threads": None,  # CPU intra-op threads during fit/predict; None: torch's setting
 }
 
 _SMOKE: dict[str, Any] = {"embed_dim": 8, "num_layers": 2}
+
+#: ``cpu`` profile (50 s of training on 2 shared CPU cores, batch 16). A batch-16 step of the T21
+#: model costs ~0.4 s of one core at embed 32 / 2 layers (~0.6-0.8 s at 4 layers; embed 256 would be
+#: several seconds), so the budget buys on the order of 100-200 steps, under one epoch of the 2,522
+#: training windows. Measured at a fixed number of steps on the embedded data (validation loss,
+#: latitude-weighted MSE of normalised fields; one seed each): learning rate 2e-3 / 5e-3 / 1e-2 /
+#: 2e-2 at 4 layers, 110 steps: 0.0646 / 0.0481 / 0.0379 / 0.0326; 2 layers, 180 steps (less CPU
+#: time than 4 layers, 110 steps): 0.0312 at 1e-2, 0.0263 at 2e-2. So: a small, shallow model with a
+#: high learning rate (the loop's warm-up and gradient clipping at norm 1 keep it stable). T15
+#: (scale factor 2) instead of T21 at equal CPU time was worse (0.0543 vs 0.0481 at 5e-3).
+#: One intra-op thread: on the shared 2-core machine two OpenMP threads spin-wait on each other;
+#: a ``wxbench run`` of this config with torch's default 2 threads managed 6 steps in 50 s (0.4 s of
+#: CPU per step when single-threaded), ending worse than persistence. wxbench's Ray executor also
+#: runs its workers with OMP_NUM_THREADS=1.
+_CPU: dict[str, Any] = {"embed_dim": 32, "num_layers": 2, "learning_rate": 2e-2, "torch_threads": 1}
 
 
 class SFNO(_SFNOMixin, TorchForecaster):
@@ -231,10 +309,7 @@ class SFNO(_SFNOMixin, TorchForecaster):
     hyperparameters: ClassVar[Mapping[str, Any]] = {**_COMMON, "input_steps": 12}
     profile_hyperparameters: ClassVar[Mapping[str, Mapping[str, Any]]] = {
         "smoke": _SMOKE,
-        # 50 s on 2 CPU cores: embed 64 (~0.6 M parameters) takes ~0.1-0.2 s per batch-16 step,
-        # i.e. a few hundred steps (over 1 epoch of the ~2,500 training windows); embed 256 would
-        # manage only a few dozen steps and stay near persistence.
-        "cpu": {"embed_dim": 64, "learning_rate": 2e-3},
+        "cpu": _CPU,
     }
 
     def build(self) -> nn.Module:
@@ -265,18 +340,20 @@ class RolloutNet(nn.Module):
 class SFNOAutoregressive(_SFNOMixin, TorchForecaster):
     """Autoregressive SFNO: predicts 6 h ahead, rolled out 4 times for the 6..24 h forecast.
 
-    Input window: ``input_steps = 2`` (the state and the one 6 h before it) by default. One state is
-    not enough for the winds' and waves' tendencies; a long window makes the rollout lean on many
-    observed states at step 1 and on its own predictions at step 4 alike, and doubles the encoder's
-    input per extra state for no new dynamics (the Held-Suarez state is close to Markovian in the
-    full model state; the two 850/500 hPa levels seen here are not, hence two states rather than one).
+    Input window: all 12 states by default, the direct model's window, so that the direct vs
+    iterative comparison differs only in the target. Measured alternative: a 2-state window (the
+    state and its 6 h tendency) gave a higher validation loss (4-step rollout) in two paired runs at
+    equal steps (0.0381 vs 0.0332 and 0.0548 vs 0.0500) and a higher 24 h RMSE in every variable in
+    the second: the 500/850 hPa fields are a partial view of the simulated state, and a longer
+    history lets the network infer part of what it does not see. At rollout step k the window holds
+    12 - k + 1 observed states and the k - 1 predictions.
     """
 
     name = "sfno_ar"
-    hyperparameters: ClassVar[Mapping[str, Any]] = {**_COMMON, "input_steps": 2, "rollout_steps": 1}
+    hyperparameters: ClassVar[Mapping[str, Any]] = {**_COMMON, "input_steps": 12, "rollout_steps": 1}
     profile_hyperparameters: ClassVar[Mapping[str, Mapping[str, Any]]] = {
         "smoke": {**_SMOKE, "rollout_steps": 2},
-        "cpu": {"embed_dim": 64, "learning_rate": 2e-3},
+        "cpu": _CPU,
     }
 
     def build(self) -> nn.Module:
@@ -288,12 +365,6 @@ class SFNOAutoregressive(_SFNOMixin, TorchForecaster):
         steps = self.hparams["rollout_steps"]
         return latitude_weighted_mse(self.module.rollout(history, steps), target[:, :steps], self.lat_weights)
 
-    def rollout_loss(self, history: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def val_loss(self, history: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The scored task: the full 4-step rollout (validation, early stopping, best weights)."""
         return latitude_weighted_mse(self.module(history), target, self.lat_weights)
-
-    def fit(self, train: SplitData, val: SplitData, budget: Budget) -> FitReport:
-        return train_module(self.module, self.loss, train, val, budget, device=self.device, seed=self.seed,
-                            learning_rate=self.hparams["learning_rate"],
-                            weight_decay=self.hparams["weight_decay"], val_loss_fn=self.rollout_loss,
-                            desc=self.name)

@@ -11,12 +11,11 @@ def wxbench_register_encoders(register):
 
 @hookimpl
 def wxbench_register_forecasters(register):
-    from .diffusion import LatentDiffusion, RAEDiffusion
+    # latent_diffusion and rae_diffusion (diffusion.py) are not registered yet: their conformance
+    # checks (determinism under a seed) did not pass when this was committed
     from .forecasters import LatentUNet, PixelUNet, RAEDirect
 
     register(PixelUNet)
     register(LatentUNet, name="latent_unet_sd", vae_type="sd")
     register(LatentUNet, name="latent_unet_rae", vae_type="rae")
     register(RAEDirect)
-    register(LatentDiffusion)
-    register(RAEDiffusion)
