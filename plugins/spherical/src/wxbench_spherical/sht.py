@@ -55,7 +55,6 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-import numpy as np
 import torch
 from torch_harmonics import InverseRealSHT, RealSHT
 from torch_harmonics.legendre import legpoly
@@ -76,7 +75,7 @@ def interpolatory_weights(x: torch.Tensor) -> torch.Tensor:
     For cell-centre latitudes this is Fejer's first rule (see :func:`fejer1_weights`).
     """
     n = len(x)
-    # legpoly with m = 0 gives orthonormal P_j / sqrt(2 pi) ... scale so that row j is P_j(x)
+    # legpoly (ortho, m = 0) gives sqrt((2j + 1) / (4 pi)) P_j(x); rescale to the plain P_j(x)
     p = legpoly(1, n, x, norm="ortho", csphase=False)[0]  # (n_l, n_k) = sqrt((2j+1)/(4 pi)) P_j(x)
     p = p / torch.sqrt((2 * torch.arange(n, dtype=torch.float64) + 1) / (4 * math.pi))[:, None]
     rhs = torch.zeros(n, dtype=torch.float64)
