@@ -11,11 +11,12 @@ def wxbench_register_encoders(register):
 
 @hookimpl
 def wxbench_register_forecasters(register):
-    # latent_diffusion and rae_diffusion (diffusion.py) are not registered yet: their conformance
-    # checks (determinism under a seed) did not pass when this was committed
+    from .diffusion import LatentDiffusion, RAEDiffusion
     from .forecasters import LatentUNet, PixelUNet, RAEDirect
 
     register(PixelUNet)
     register(LatentUNet, name="latent_unet_sd", vae_type="sd")
     register(LatentUNet, name="latent_unet_rae", vae_type="rae")
     register(RAEDirect)
+    register(LatentDiffusion)
+    register(RAEDiffusion)
