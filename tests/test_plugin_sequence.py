@@ -40,14 +40,8 @@ H, W = DEFAULT_GRID.shape  # 32, 64
 N_IN = C * H * W  # 8192: the flattened input size
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # one thread: on the shared 2-core machine, 2 threads per process under contention made these
-    # tests 10-20x slower (every op waits for both threads to be scheduled)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# one torch thread (wxbench.testing.one_torch_thread): fast and unaffected on a shared machine
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _history(b: int = 2, seed: int = 0) -> torch.Tensor:

@@ -29,14 +29,8 @@ C = DEFAULT_GRID.n_channels  # 4
 H, W = DEFAULT_GRID.shape  # 32, 64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # one intra-op thread: on a 2-core machine shared with other jobs, two OpenMP threads spin-wait
-    # on each other and small convolutions get 10-20x slower; results do not depend on it
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# one torch thread (wxbench.testing.one_torch_thread): fast and unaffected on a shared machine
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # -- registration and conformance -----------------------------------------------------------------

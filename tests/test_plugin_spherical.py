@@ -27,14 +27,8 @@ from wxbench_spherical.sht import (DataGridInverseRealSHT, DataGridRealSHT, band
 NLON = 64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # one intra-op thread: on a 2-core machine shared with other jobs, two OpenMP threads spin-wait
-    # on each other and these small models get 10-30x slower (measured); results do not depend on it
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# one torch thread (wxbench.testing.one_torch_thread): fast and unaffected on a shared machine
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _model(cls, **hp):

@@ -35,13 +35,8 @@ C = DEFAULT_GRID.n_channels  # 4
 H, W = DEFAULT_GRID.shape  # 32, 64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # these models are tiny: one thread avoids oversubscription on a shared 2-core machine
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# one torch thread (wxbench.testing.one_torch_thread): fast and unaffected on a shared machine
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -201,6 +201,19 @@ def check_learns(cls: type[Forecaster], *, hyperparameters: dict[str, Any] | Non
 # -- pytest fixtures -----------------------------------------------------------------------------
 
 @pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Run a test with one intra-op torch thread (restored afterwards).
+
+    On a small machine shared with other jobs, two OpenMP threads spin-wait on each other and small
+    models get 10-20x slower; results do not depend on the thread count.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
 def wxbench_registry(monkeypatch) -> Iterator[Any]:
     """A registry with the installed plugins, into which a test can add in-process plugins.
 
