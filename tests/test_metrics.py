@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scores.probability import crps_for_ensemble
 
+from wxbench import metrics
 from wxbench.metrics import ScoreAccumulator, fair_crps, latitude_weights, standard_crps
 
 RTOL = 1e-6
@@ -398,6 +399,20 @@ def test_streaming_uneven_batches_equal_one_batch(rng, ensemble):
     for metric in whole:
         for ch in CHANNELS:
             np.testing.assert_allclose(parts[metric][ch], whole[metric][ch], rtol=1e-12)
+
+
+@pytest.mark.parametrize("ensemble", [False, True])
+def test_cpu_chunking_does_not_change_scores(rng, monkeypatch, ensemble):
+    # on CPU update() scores a batch in cache-sized chunks of samples; here 2 samples per chunk
+    fc, obs, clim, lat = make_data(rng, b=9, e=3 if ensemble else None)
+    whole = run_acc(fc, obs, lat, clim=clim)
+    monkeypatch.setattr(metrics, "_CHUNK_ELEMENTS", 2 * fc[0].size)
+    chunked = run_acc(fc, obs, lat, clim=clim)
+    assert chunked.n_samples == whole.n_samples == 9
+    whole, chunked = whole.compute(), chunked.compute()
+    for metric in whole:
+        for ch in CHANNELS:
+            np.testing.assert_allclose(chunked[metric][ch], whole[metric][ch], rtol=1e-12)
 
 
 def test_float32_inputs_accumulate_in_float64(rng):
