@@ -191,54 +191,58 @@ class LSTMSeq2SeqNet(nn.Module):
 
 # -- Transformer family ------------------------------------------------------------------------------
 
-class TransformerNet(nn.Module):
-    """Flattened frames -> Linear -> sinusoidal PE -> post-norm encoder -> last token -> MLP head."""
+class FrameEncoder(nn.Module):
+    """Flattened frames -> Linear -> sinusoidal PE -> post-norm encoder: the transformers' shared front."""
 
     def __init__(self, frame_shape: tuple[int, int, int], in_steps: int, out_steps: int, d_model: int, nhead: int,
                  num_layers: int, dim_feedforward: int, dropout: float) -> None:
         super().__init__()
         self.frame_shape = tuple(frame_shape)
         self.out_steps = out_steps
-        input_size = math.prod(frame_shape)
-        self.input_projection = nn.Linear(input_size, d_model)
+        self.input_size = math.prod(frame_shape)
+        self.input_projection = nn.Linear(self.input_size, d_model)
         self.positions = SinusoidalPositions(d_model, in_steps, dropout)
         self.encoder = encoder_stack(d_model, nhead, dim_feedforward, dropout, num_layers)
+
+    def encode(self, history: torch.Tensor) -> torch.Tensor:
+        """(B, T, C, H, W) -> (B, T, d_model) encoded tokens, one per input step."""
+        b, t = history.shape[:2]
+        return self.encoder(self.positions(self.input_projection(history.reshape(b, t, -1))))
+
+
+class TransformerNet(FrameEncoder):
+    """Encoded history -> last token -> MLP head -> all lead times."""
+
+    def __init__(self, frame_shape: tuple[int, int, int], in_steps: int, out_steps: int, d_model: int, nhead: int,
+                 num_layers: int, dim_feedforward: int, dropout: float) -> None:
+        super().__init__(frame_shape, in_steps, out_steps, d_model, nhead, num_layers, dim_feedforward, dropout)
         self.head = nn.Sequential(
             nn.LayerNorm(d_model), nn.Dropout(dropout), nn.Linear(d_model, d_model // 2), nn.ReLU(),
-            nn.Dropout(dropout), nn.Linear(d_model // 2, out_steps * input_size),
+            nn.Dropout(dropout), nn.Linear(d_model // 2, out_steps * self.input_size),
         )
 
     def forward(self, history: torch.Tensor) -> torch.Tensor:
-        b, t = history.shape[:2]
-        x = self.positions(self.input_projection(history.reshape(b, t, -1)))
-        x = self.encoder(x)
-        return self.head(x[:, -1]).reshape(b, self.out_steps, *self.frame_shape)
+        return self.head(self.encode(history)[:, -1]).reshape(history.shape[0], self.out_steps, *self.frame_shape)
 
 
-class TransformerSeq2SeqNet(nn.Module):
+class TransformerSeq2SeqNet(FrameEncoder):
     """Encoder over the history; learnable queries (one per lead time) decode all steps at once."""
 
     def __init__(self, frame_shape: tuple[int, int, int], in_steps: int, out_steps: int, d_model: int, nhead: int,
                  num_encoder_layers: int, num_decoder_layers: int, dim_feedforward: int, dropout: float) -> None:
-        super().__init__()
-        self.frame_shape = tuple(frame_shape)
-        self.out_steps = out_steps
-        input_size = math.prod(frame_shape)
-        self.input_projection = nn.Linear(input_size, d_model)
-        self.positions = SinusoidalPositions(d_model, in_steps, dropout)
-        self.encoder = encoder_stack(d_model, nhead, dim_feedforward, dropout, num_encoder_layers)
+        super().__init__(frame_shape, in_steps, out_steps, d_model, nhead, num_encoder_layers, dim_feedforward,
+                         dropout)
         self.queries = nn.Parameter(torch.empty(out_steps, d_model))
         nn.init.normal_(self.queries, std=0.02)
         layer = nn.TransformerDecoderLayer(d_model, nhead, dim_feedforward, dropout, activation="relu",
                                            batch_first=True, norm_first=False)
         self.decoder = nn.TransformerDecoder(layer, num_decoder_layers)
-        self.output_projection = nn.Linear(d_model, input_size)
+        self.output_projection = nn.Linear(d_model, self.input_size)
 
     def forward(self, history: torch.Tensor) -> torch.Tensor:
-        b, t = history.shape[:2]
-        memory = self.encoder(self.positions(self.input_projection(history.reshape(b, t, -1))))
+        b = history.shape[0]
         queries = self.queries.unsqueeze(0).expand(b, -1, -1)
-        decoded = self.decoder(queries, memory)
+        decoded = self.decoder(queries, self.encode(history))
         return self.output_projection(decoded).reshape(b, self.out_steps, *self.frame_shape)
 
 

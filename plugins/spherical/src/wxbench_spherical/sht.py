@@ -118,6 +118,20 @@ def conditioning(lat_degrees: Sequence[float], lmax: int, mmax: int | None = Non
     return worst
 
 
+def _init_data_grid_transform(transform: torch.nn.Module, lat_degrees: Sequence[float], nlon: int, lmax: int,
+                              mmax: int) -> torch.Tensor:
+    """Set the attributes torch-harmonics' (inverse) real SHT reads; return cos(colatitude) of the rows.
+
+    Both data-grid transforms replace the parent's ``__init__`` (which would build quadrature tables
+    for its own grids) and keep its ``forward``.
+    """
+    torch.nn.Module.__init__(transform)
+    transform.nlat, transform.nlon = len(lat_degrees), nlon
+    transform.grid, transform.norm, transform.csphase = DATA_GRID, "ortho", True
+    transform.lmax, transform.mmax = truncate_sht(transform.nlat, nlon, lmax, mmax, "legendre-gauss")
+    return torch.cos(colatitudes(lat_degrees))
+
+
 class DataGridRealSHT(RealSHT):
     """torch-harmonics' forward real SHT, with analysis tables for arbitrary (e.g. cell-centre) latitudes.
 
@@ -127,11 +141,7 @@ class DataGridRealSHT(RealSHT):
 
     def __init__(self, lat_degrees: Sequence[float], nlon: int, lmax: int, mmax: int,
                  dtype: torch.dtype = torch.float32) -> None:
-        torch.nn.Module.__init__(self)
-        self.nlat, self.nlon = len(lat_degrees), nlon
-        self.grid, self.norm, self.csphase = DATA_GRID, "ortho", True
-        self.lmax, self.mmax = truncate_sht(self.nlat, nlon, lmax, mmax, "legendre-gauss")
-        x = torch.cos(colatitudes(lat_degrees))
+        x = _init_data_grid_transform(self, lat_degrees, nlon, lmax, mmax)
         # RealSHT.forward contracts rfft(x, norm="forward") with these tables; the 2 pi of the
         # longitudinal integral is already inside the least-squares solution
         self.register_buffer("weights", _forward_tables(x, self.lmax, self.mmax).to(dtype).contiguous(),
@@ -143,11 +153,7 @@ class DataGridInverseRealSHT(InverseRealSHT):
 
     def __init__(self, lat_degrees: Sequence[float], nlon: int, lmax: int, mmax: int,
                  dtype: torch.dtype = torch.float32) -> None:
-        torch.nn.Module.__init__(self)
-        self.nlat, self.nlon = len(lat_degrees), nlon
-        self.grid, self.norm, self.csphase = DATA_GRID, "ortho", True
-        self.lmax, self.mmax = truncate_sht(self.nlat, nlon, lmax, mmax, "legendre-gauss")
-        x = torch.cos(colatitudes(lat_degrees))
+        x = _init_data_grid_transform(self, lat_degrees, nlon, lmax, mmax)
         pct = legpoly(self.mmax, self.lmax, x, norm="ortho", inverse=True, csphase=True)  # (m, l, k)
         self.register_buffer("pct", pct.permute(0, 2, 1).to(dtype).contiguous(), persistent=False)
 

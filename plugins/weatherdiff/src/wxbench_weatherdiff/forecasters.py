@@ -118,25 +118,19 @@ class PixelUNet(TorchForecaster):
         return PixelUNetModule(unet, self.grid.output_steps, bool(self.hparams["residual"]))
 
 
-class LatentNet(nn.Module):
-    """Standardised latent windows (B, 12, C_lat, h, w) -> (B, 4, C_lat, h, w) through a U-Net."""
+class LatentNet(PixelUNetModule):
+    """Standardised latent windows (B, 12, C_lat, h, w) -> (B, 4, C_lat, h, w) through a U-Net.
+
+    The pixel U-Net's module on latents (residual: start at the last latent state, "persistence in
+    latent space"), plus the latents' standardisation statistics.
+    """
 
     def __init__(self, latent_shape: tuple[int, int, int], input_steps: int, output_steps: int, *,
                  base_channels: int, depth: int, groups: int, lon_padding: str, residual: bool = False) -> None:
-        super().__init__()
         c = latent_shape[0]
-        self.output_steps, self.residual = output_steps, residual
+        super().__init__(UNet(input_steps * c, output_steps * c, base_channels=base_channels, depth=depth,
+                              groups=groups, lon_padding=lon_padding), output_steps, residual)
         self.scaler = LatentScaler(c)
-        self.unet = UNet(input_steps * c, output_steps * c, base_channels=base_channels, depth=depth, groups=groups,
-                         lon_padding=lon_padding)
-        if residual:  # start at the last latent state ("persistence in latent space")
-            nn.init.zeros_(self.unet.head.weight)
-            nn.init.zeros_(self.unet.head.bias)
-
-    def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        b, t, c, h, w = latents.shape
-        out = self.unet(latents.reshape(b, t * c, h, w)).reshape(b, self.output_steps, c, h, w)
-        return out + latents[:, -1:] if self.residual else out
 
 
 class LatentUNet(Forecaster):
