@@ -27,11 +27,18 @@ def resolve_device(device: str) -> str:
 
 
 def device_name(device: str) -> str:
+    """What ran the model: the GPU's name, or the CPU's model name and the torch thread count."""
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
     import platform
 
-    return platform.processor() or platform.machine() or "cpu"
+    cpu = platform.processor() or platform.machine() or "cpu"
+    try:  # Linux names the CPU model here; platform.processor() often only says "x86_64"
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"cpu: {cpu}, {torch.get_num_threads()} torch threads"
 
 
 def seed_everything(seed: int) -> torch.Generator:

@@ -332,8 +332,17 @@ def generate_trajectories(specs: list[dict], *, processes: int = 2, progress: bo
         return [_run_spec(j) for j in jobs]
     # jax is not fork-safe; "spawn" starts clean interpreters (each pays its own jax import and
     # compile, ~10 s, which overlaps across processes).
-    with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        return pool.map(_run_spec, jobs, chunksize=1)
+    from tqdm.auto import tqdm
+
+    context = multiprocessing.get_context("spawn")
+    # one lock shared by the children's progress bars (tqdm's pattern for processes)
+    with context.Pool(processes, initializer=tqdm.set_lock, initargs=(context.RLock(),)) as pool:
+        results = pool.map(_run_spec, jobs, chunksize=1)
+        # let the workers exit on their own: the context manager's terminate() kills them before
+        # their semaphores are released ("leaked semaphore objects" warning at shutdown)
+        pool.close()
+        pool.join()
+    return results
 
 
 if __name__ == "__main__":
