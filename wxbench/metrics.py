@@ -38,8 +38,8 @@ __all__ = [
 ]
 
 _FLOAT64 = torch.float64
-# ScoreAccumulator.update scores this many forecast values at a time on CPU (512 KB of float64)
-_CHUNK_ELEMENTS = 1 << 16
+# ScoreAccumulator.update scores this many forecast values at a time on CPU (1 MB of float64)
+_CHUNK_ELEMENTS = 1 << 17
 # torch.compiler.is_compiling appeared in torch 2.3; the project allows torch >= 2.2
 _is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda: False)
 
@@ -226,6 +226,11 @@ def standard_crps(
 # ---------------------------------------------------------------------------------------------
 # Streaming accumulator
 # ---------------------------------------------------------------------------------------------
+
+
+def _grid_sum(x: torch.Tensor) -> torch.Tensor:
+    """Sum of (B, ..., H, W) over the grid and the batch, accumulated in float64: (...)."""
+    return x.sum(dim=(-2, -1), dtype=_FLOAT64).sum(dim=0)
 
 
 class ScoreAccumulator:
@@ -452,32 +457,49 @@ class ScoreAccumulator:
         self._n_samples += int(target.shape[0])
 
     def _update_chunk(self, forecast: torch.Tensor, target: torch.Tensor, is_ens: bool) -> None:
-        device = self._device
-        f = forecast.to(device=device, dtype=_FLOAT64)
-        o = target.to(device=device, dtype=_FLOAT64)
-
-        f_det = f.mean(dim=1) if is_ens else f
-        err = f_det - o
-        self._add("se", self._wmean(err * err))
-        self._add("ae", self._wmean(err.abs()))
-        self._add("e", self._wmean(err))
-        del err
-
-        if self._clim_dev is not None:
-            fa = f_det - self._clim_dev
-            oa = o - self._clim_dev
-            w = self._w_dev[:, None]
-            num = (w * fa * oa).sum(dim=(-2, -1))
-            den = torch.sqrt((w * fa * fa).sum(dim=(-2, -1)) * (w * oa * oa).sum(dim=(-2, -1)))
-            self._add("acc", (num / den).sum(dim=0))
-            del fa, oa
+        # Pointwise work at the inputs' precision (the difference of two float32 fields is exact to
+        # half an ulp of the result, so float32 loses nothing that float64 would keep), every sum
+        # over the grid accumulated in float64: a float64 copy of each field would double the
+        # memory traffic for no accuracy.
+        dtype = torch.promote_types(forecast.dtype, target.dtype)
+        f = forecast.to(device=self._device, dtype=dtype)
+        o = target.to(device=self._device, dtype=dtype)
+        w = self._w_dev.to(dtype)[:, None]  # (H, 1), >= 0
+        n_points = o.shape[-2] * o.shape[-1]
 
         if is_ens:
-            skill, half_pair_sum, m = _crps_terms(f, o, 1, "ScoreAccumulator.update")
-            self._add("crps_fair", self._wmean(skill - half_pair_sum / (m * (m - 1))))
-            self._add("crps_std", self._wmean(skill - half_pair_sum / (m * m)))
+            # departures from the truth, not raw members: the ensemble mean of float32 members
+            # near 5e4 would round its error by up to 2e-3; the mean departure keeps full precision
+            departures = f - o.unsqueeze(1)
+            err = departures.mean(dim=1)
+        else:
+            err = f - o
+        w_err = err * w
+        se = (w_err * err).sum(dim=(-2, -1), dtype=_FLOAT64)  # per sample: sum of w err^2
+        self._add("se", se.sum(dim=0) / n_points)
+        self._add("ae", _grid_sum(w_err.abs()) / n_points)  # |w err| = w |err| as w >= 0
+        self._add("e", _grid_sum(w_err) / n_points)
+        del w_err
+
+        if self._clim_dev is not None:
+            # ACC from the observed anomaly oa = o - clim (float64: the climatology is float64 and
+            # oa a small difference of large numbers) and the error: with fa = oa + err,
+            # sum w fa oa = S_oo + S_eo and sum w fa^2 = S_oo + 2 S_eo + S_ee, S_xy = sum w x y
+            oa = o - self._clim_dev
+            w_oa = oa * self._w_dev[:, None]
+            s_oo = (w_oa * oa).sum(dim=(-2, -1))
+            s_eo = (w_oa * err).sum(dim=(-2, -1))
+            acc = (s_oo + s_eo) / torch.sqrt((s_oo + 2 * s_eo + se) * s_oo)
+            self._add("acc", acc.sum(dim=0))
+            del oa, w_oa
+        del err
+
+        if is_ens:
+            skill, half_pair_sum, m = _crps_terms(f, o, 1, "ScoreAccumulator.update")  # float32-safe
+            self._add("crps_fair", _grid_sum((skill - half_pair_sum / (m * (m - 1))) * w) / n_points)
+            self._add("crps_std", _grid_sum((skill - half_pair_sum / (m * m)) * w) / n_points)
             del skill, half_pair_sum
-            self._add("var", self._wmean(torch.var(f, dim=1, correction=1)))
+            self._add("var", self._wmean(torch.var(departures.to(_FLOAT64), dim=1, correction=1)))
 
     # -- results -------------------------------------------------------------------------------
 
