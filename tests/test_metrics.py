@@ -415,6 +415,18 @@ def test_cpu_chunking_does_not_change_scores(rng, monkeypatch, ensemble):
             np.testing.assert_allclose(chunked[metric][ch], whole[metric][ch], rtol=1e-12)
 
 
+def test_acc_of_near_climatology_forecasts_matches_reference(rng):
+    # a forecast anomaly 1e-5 of the observed one: the summed-terms shortcut would cancel here
+    _, obs, clim, lat = make_data(rng, b=3)
+    fc = clim[None] + 1e-5 * (obs - clim[None]) + 1e-6 * rng.normal(size=obs.shape)
+    res = run_acc(fc, obs, lat, clim=clim).compute()
+    ref = ref_deterministic(fc, obs, lat, clim)
+    np.testing.assert_allclose(as_table(res, "acc", CHANNELS), ref["acc"], rtol=1e-6)
+    # exactly the climatology: a zero forecast anomaly has no correlation (NaN, as documented)
+    res = run_acc(np.broadcast_to(clim, obs.shape).copy(), obs, lat, clim=clim).compute()
+    assert np.isnan(as_table(res, "acc", CHANNELS)).all()
+
+
 def test_float32_inputs_accumulate_in_float64(rng):
     fc, obs, clim, lat = make_data(rng, b=4, e=3, dtype=np.float32)
     res = run_acc(fc, obs, lat, clim=clim).compute()

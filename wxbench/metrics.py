@@ -484,13 +484,20 @@ class ScoreAccumulator:
         if self._clim_dev is not None:
             # ACC from the observed anomaly oa = o - clim (float64: the climatology is float64 and
             # oa a small difference of large numbers) and the error: with fa = oa + err,
-            # sum w fa oa = S_oo + S_eo and sum w fa^2 = S_oo + 2 S_eo + S_ee, S_xy = sum w x y
+            # s_fo = sum w fa oa = s_oo + s_eo and s_ff = sum w fa^2 = s_oo + 2 s_eo + s_ee
             oa = o - self._clim_dev
             w_oa = oa * self._w_dev[:, None]
             s_oo = (w_oa * oa).sum(dim=(-2, -1))
             s_eo = (w_oa * err).sum(dim=(-2, -1))
-            acc = (s_oo + s_eo) / torch.sqrt((s_oo + 2 * s_eo + se) * s_oo)
-            self._add("acc", acc.sum(dim=0))
+            s_fo, s_ff = s_oo + s_eo, s_oo + 2 * s_eo + se
+            # the expansion cancels when the forecast anomaly is tiny (a climatology forecast):
+            # there, sum directly (an exactly zero anomaly then gives NaN, as documented)
+            near_climatology = s_ff <= 1e-6 * s_oo
+            if bool(near_climatology.any()):
+                w_fa = (oa + err) * self._w_dev[:, None]
+                s_fo = torch.where(near_climatology, (w_fa * oa).sum(dim=(-2, -1)), s_fo)
+                s_ff = torch.where(near_climatology, (w_fa * (oa + err)).sum(dim=(-2, -1)), s_ff)
+            self._add("acc", (s_fo / torch.sqrt(s_ff * s_oo)).sum(dim=0))
             del oa, w_oa
         del err
 

@@ -117,7 +117,7 @@ def test_convlstm_scoring_overhead(benchmark, convlstm, split, budget):
         return check_forecast(output, history, model, reg)
 
     medians, raw = median_seconds_round_robin(
-        {"forward": (forward, 1), "scoring": (score, 5), "contract_check": (contract_check, 5)}, repeats=5)
+        {"forward": (forward, 1), "scoring": (score, 5), "contract_check": (contract_check, 5)}, repeats=11)
     overhead = medians["scoring"] / medians["forward"]
     with_check = (medians["scoring"] + medians["contract_check"]) / medians["forward"]
     benchmark.extra_info.update({f"median_s_{name}": seconds for name, seconds in medians.items()})
