@@ -427,6 +427,16 @@ def test_acc_of_near_climatology_forecasts_matches_reference(rng):
     assert np.isnan(as_table(res, "acc", CHANNELS)).all()
 
 
+def test_half_precision_inputs_score_at_float32_or_better(rng):
+    # the error of two bfloat16 fields is computed after promotion, not rounded to bfloat16
+    fc, obs, clim, lat = make_data(rng, b=3)
+    fc16, obs16 = torch.from_numpy(fc).to(torch.bfloat16), torch.from_numpy(obs).to(torch.bfloat16)
+    acc = ScoreAccumulator(torch.tensor(lat), CHANNELS, LEADS, climatology=clim)
+    acc.update(fc16, obs16)
+    ref = ref_deterministic(fc16.double().numpy(), obs16.double().numpy(), lat, clim)
+    np.testing.assert_allclose(as_table(acc.compute(), "rmse", CHANNELS), ref["rmse"], rtol=1e-6)
+
+
 def test_float32_inputs_accumulate_in_float64(rng):
     fc, obs, clim, lat = make_data(rng, b=4, e=3, dtype=np.float32)
     res = run_acc(fc, obs, lat, clim=clim).compute()

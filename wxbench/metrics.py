@@ -461,7 +461,8 @@ class ScoreAccumulator:
         # half an ulp of the result, so float32 loses nothing that float64 would keep), every sum
         # over the grid accumulated in float64: a float64 copy of each field would double the
         # memory traffic for no accuracy.
-        dtype = torch.promote_types(forecast.dtype, target.dtype)
+        # (at least float32: a half-precision difference would round the error itself)
+        dtype = torch.promote_types(torch.promote_types(forecast.dtype, target.dtype), torch.float32)
         f = forecast.to(device=self._device, dtype=dtype)
         o = target.to(device=self._device, dtype=dtype)
         w = self._w_dev.to(dtype)[:, None]  # (H, 1), >= 0
