@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -159,7 +161,7 @@ def test_result_file_holds_scores_throughput_and_provenance(tmp_path, wb2_benchm
                 "batch_size"):
         assert key in result["throughput"]
     prov = result["provenance"]
-    for key in ("wxbench_version", "plugin_distribution", "plugin_version", "git_commit", "data_hash", "device",
+    for key in ("wxbench_version", "plugin_distribution", "plugin_version", "git_commit", "git_dirty", "data_hash", "device",
                 "device_name", "torch_version", "seed"):
         assert key in prov
     assert prov["plugin_distribution"] == "wxbench-baselines" and prov["data_hash"].startswith("sha256:")
@@ -195,3 +197,22 @@ def test_save_forecasts_writes_the_wb2_forecast_layout(tmp_path, wb2_benchmark):
         assert bool(ds["geopotential"].sel(level=500).notnull().all())
         assert bool(ds["temperature"].sel(level=850).notnull().all())
         assert (ds["prediction_timedelta"].values == [torch.tensor(h).numpy() * 3600 * 10**9 for h in (6, 12, 18, 24)]).all()
+
+
+def test_git_state_reports_commit_and_uncommitted_changes(tmp_path):
+    from wxbench.runner import git_state
+
+    assert git_state(tmp_path) == (None, None)  # not a checkout
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    git = lambda *args: subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True,  # noqa: E731
+                                       env={**os.environ, **env})
+    git("init", "-q")
+    (tmp_path / "model.py").write_text("a = 1\n")
+    git("add", "model.py")
+    git("commit", "-q", "-m", "first")
+    head = git("rev-parse", "HEAD").stdout.decode().strip()
+    assert git_state(tmp_path) == (head, False)
+    (tmp_path / "notes.txt").write_text("untracked files do not count\n")
+    assert git_state(tmp_path) == (head, False)
+    (tmp_path / "model.py").write_text("a = 2\n")
+    assert git_state(tmp_path) == (head, True)

@@ -214,7 +214,7 @@ def _csv(rows: list[dict[str, Any]]) -> str:
 
 def _group_provenance(group: list[dict[str, Any]]) -> dict[str, Any]:
     """What all results in a leaderboard share (and the set of values where they differ)."""
-    keys = ("wxbench_version", "git_commit", "data_hash", "device_name", "torch_version", "python_version", "platform")
+    keys = ("wxbench_version", "git_commit", "git_dirty", "data_hash", "device_name", "torch_version", "python_version", "platform")
     out: dict[str, Any] = {}
     for key in keys:
         values = sorted({str(r.get("provenance", {}).get(key)) for r in group})

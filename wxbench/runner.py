@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import platform
 import signal
 import subprocess
@@ -170,13 +171,30 @@ def evaluate(model: Forecaster, reg: Registration, data: BenchmarkData, profile:
     }
 
 
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
+def git_state(folder: Path) -> tuple[str | None, bool | None]:
+    """(commit, whether tracked files have uncommitted changes) of the git checkout at ``folder``.
+
+    ``(None, None)`` outside a checkout or without git.
+    """
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, cwd=folder)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD") or None
+    if commit is None:
+        return None, None
+    changes = git("status", "--porcelain", "--untracked-files=no")
+    return commit, (bool(changes) if changes is not None else None)
+
+
+@functools.lru_cache(maxsize=1)
+def _code_git_state() -> tuple[str | None, bool | None]:
+    # read once per process, at the first result: a run executes the code it imported when it
+    # started, so later commits or edits must not be attributed to it
+    return git_state(Path(__file__).resolve().parent)
 
 
 def provenance(task: RunTask, reg: Registration | None, data: BenchmarkData | None, device: str) -> dict[str, Any]:
@@ -185,7 +203,8 @@ def provenance(task: RunTask, reg: Registration | None, data: BenchmarkData | No
         "plugin": reg.plugin if reg else None,
         "plugin_distribution": reg.distribution if reg else None,
         "plugin_version": reg.version if reg else None,
-        "git_commit": _git_commit(),
+        "git_commit": _code_git_state()[0],
+        "git_dirty": _code_git_state()[1],
         "data_hash": data.data_hash if data else None,
         "data_source": data.source if data else None,
         "device": device,
