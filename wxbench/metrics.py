@@ -230,7 +230,16 @@ def standard_crps(
 
 def _grid_sum(x: torch.Tensor) -> torch.Tensor:
     """Sum of (B, ..., H, W) over the grid and the batch, accumulated in float64: (...)."""
-    return x.sum(dim=(-2, -1), dtype=_FLOAT64).sum(dim=0)
+    return _per_sample_grid_sum(x).sum(dim=0)
+
+
+def _per_sample_grid_sum(x: torch.Tensor) -> torch.Tensor:
+    """Sum of (..., H, W) over the grid: each row of W values at x's precision, then float64.
+
+    ``x.sum(dtype=float64)`` would first copy all of x to float64 (a fifth of the scoring time);
+    a row of 64 float32 values sums to ~1e-7 relative, and the rows' sum is exact in float64.
+    """
+    return x.sum(dim=-1).to(_FLOAT64).sum(dim=-1)
 
 
 class ScoreAccumulator:
@@ -476,7 +485,7 @@ class ScoreAccumulator:
         else:
             err = f - o
         w_err = err * w
-        se = (w_err * err).sum(dim=(-2, -1), dtype=_FLOAT64)  # per sample: sum of w err^2
+        se = _per_sample_grid_sum(w_err * err)  # per sample: sum of w err^2
         self._add("se", se.sum(dim=0) / n_points)
         self._add("ae", _grid_sum(w_err.abs()) / n_points)  # |w err| = w |err| as w >= 0
         self._add("e", _grid_sum(w_err) / n_points)
