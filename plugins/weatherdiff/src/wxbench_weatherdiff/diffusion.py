@@ -90,7 +90,14 @@ cpu profile (50 s of training in all, on 2 shared CPU cores; measured on the emb
   ``pixel_anchor`` is on: the forecast is the last state plus the decoded latent increment, which
   keeps the error at persistence's instead of at the reconstruction floor. The leaderboard row
   shows the reconstruction floor next to the forecast. With such encoders the ensemble-mean RMSE
-  cannot beat persistence; it ties it. Measured at 24 h (2 threads, machine otherwise idle): z500
+  cannot beat persistence; it ties it. What was tried (2026-11-29, one thread, 24 h validation
+  scores): less downsampling (latents 8x16, 16x32) does not help; a VAE taking the 4 weather channels
+  directly instead of through the 4->3 adapter lowers the z500 floor from ~858 to ~720 but still
+  ties; a 70 % encoder share ties too. The binding limit is the encoder's training: the harness's
+  warm-up + cosine schedule over 20-35 s leaves it far from a useful latent, while at a constant
+  learning rate of 3e-3 the *oracle* (true future latents, decoded) reaches z500 344 after 50 s and
+  264 after 75 s of VAE training (persistence 462 on that split). Beating persistence here needs a
+  per-stage schedule and more than the cpu profile's 50 s. Measured at 24 h (2 threads, machine otherwise idle): z500
   RMSE persistence 446.5, latent_diffusion 446.6, rae_diffusion 447.2 m2/s2; spread-skill ratios
   0.01-0.07 (latent) and 0.09-0.25 (rae): the ensembles are far too narrow; fair CRPS is below
   persistence's MAE for every variable (z500: 274 and 248 against 285).
