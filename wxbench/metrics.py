@@ -422,9 +422,9 @@ class ScoreAccumulator:
         return is_ens
 
     def _wmean(self, x: torch.Tensor) -> torch.Tensor:
-        """Latitude-weighted spatial mean over the last two dims, summed over the batch dim."""
+        """Latitude-weighted spatial mean over the last two dims, summed over the batch dim (float64)."""
         assert self._w_dev is not None
-        return (x * self._w_dev[:, None]).mean(dim=(-2, -1)).sum(dim=0)
+        return _grid_sum(x * self._w_dev.to(x.dtype)[:, None]) / (x.shape[-2] * x.shape[-1])
 
     def _add(self, name: str, value: torch.Tensor) -> None:
         if name in self._sums:
@@ -495,8 +495,9 @@ class ScoreAccumulator:
             # ACC from the observed anomaly oa = o - clim (float64: the climatology is float64 and
             # oa a small difference of large numbers) and the error: with fa = oa + err,
             # s_fo = sum w fa oa = s_oo + s_eo and s_ff = sum w fa^2 = s_oo + 2 s_eo + s_ee
+            w64 = self._w_dev[:, None]
             oa = o - self._clim_dev
-            w_oa = oa * self._w_dev[:, None]
+            w_oa = oa * w64
             s_oo = (w_oa * oa).sum(dim=(-2, -1))
             s_eo = (w_oa * err).sum(dim=(-2, -1))
             s_fo, s_ff = s_oo + s_eo, s_oo + 2 * s_eo + se
@@ -504,17 +505,18 @@ class ScoreAccumulator:
             # there, sum directly (an exactly zero anomaly then gives NaN, as documented)
             near_climatology = s_ff <= 1e-6 * s_oo
             if bool(near_climatology.any()):
-                w_fa = (oa + err) * self._w_dev[:, None]
+                fa = oa + err
+                w_fa = fa * w64
                 s_fo = torch.where(near_climatology, (w_fa * oa).sum(dim=(-2, -1)), s_fo)
-                s_ff = torch.where(near_climatology, (w_fa * (oa + err)).sum(dim=(-2, -1)), s_ff)
+                s_ff = torch.where(near_climatology, (w_fa * fa).sum(dim=(-2, -1)), s_ff)
             self._add("acc", (s_fo / torch.sqrt(s_ff * s_oo)).sum(dim=0))
             del oa, w_oa
         del err
 
         if is_ens:
             skill, half_pair_sum, m = _crps_terms(f, o, 1, "ScoreAccumulator.update")  # float32-safe
-            self._add("crps_fair", _grid_sum((skill - half_pair_sum / (m * (m - 1))) * w) / n_points)
-            self._add("crps_std", _grid_sum((skill - half_pair_sum / (m * m)) * w) / n_points)
+            self._add("crps_fair", self._wmean(skill - half_pair_sum / (m * (m - 1))))
+            self._add("crps_std", self._wmean(skill - half_pair_sum / (m * m)))
             del skill, half_pair_sum
             self._add("var", self._wmean(torch.var(departures.to(_FLOAT64), dim=1, correction=1)))
 
