@@ -38,8 +38,9 @@ __all__ = [
 ]
 
 _FLOAT64 = torch.float64
-# ScoreAccumulator.update scores this many forecast values at a time on CPU (1 MB of float64)
-_CHUNK_ELEMENTS = 1 << 17
+# ScoreAccumulator.update scores this many forecast values at a time on CPU (1 MB of float32 per
+# temporary: small enough for the cache, large enough for two threads to share each operation)
+_CHUNK_ELEMENTS = 1 << 18
 # torch.compiler.is_compiling appeared in torch 2.3; the project allows torch >= 2.2
 _is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda: False)
 
@@ -228,18 +229,15 @@ def standard_crps(
 # ---------------------------------------------------------------------------------------------
 
 
-def _grid_sum(x: torch.Tensor) -> torch.Tensor:
-    """Sum of (B, ..., H, W) over the grid and the batch, accumulated in float64: (...)."""
-    return _per_sample_grid_sum(x).sum(dim=0)
+def _weighted_grid_sum(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Latitude-weighted sum of (..., H, W) over the grid, float64 (...); ``weights`` (H,) float64.
 
-
-def _per_sample_grid_sum(x: torch.Tensor) -> torch.Tensor:
-    """Sum of (..., H, W) over the grid: each row of W values at x's precision, then float64.
-
+    Each row of W values is summed at x's precision (the weight is constant along a row, so it
+    applies to the row's sum: no weighted copy of the field), then the H row sums in float64.
     ``x.sum(dtype=float64)`` would first copy all of x to float64 (a fifth of the scoring time);
-    a row of 64 float32 values sums to ~1e-7 relative, and the rows' sum is exact in float64.
+    a row of 64 float32 values sums to ~1e-7 relative.
     """
-    return x.sum(dim=-1).to(_FLOAT64).sum(dim=-1)
+    return x.sum(dim=-1).to(_FLOAT64) @ weights
 
 
 class ScoreAccumulator:
@@ -290,7 +288,7 @@ class ScoreAccumulator:
         lead_hours: Sequence[int],
         climatology: torch.Tensor | np.ndarray | None = None,
     ) -> None:
-        self._weights = latitude_weights(lat).cpu()
+        self._weights = latitude_weights(lat).cpu().to(_FLOAT64)
         self.channels: tuple[str, ...] = tuple(str(c) for c in channels)
         self.lead_hours: tuple[int, ...] = tuple(int(h) for h in lead_hours)
         if not self.channels:
@@ -330,6 +328,7 @@ class ScoreAccumulator:
         self._sums: dict[str, torch.Tensor] = {}
         self._w_dev: torch.Tensor | None = None
         self._clim_dev: torch.Tensor | None = None
+        self._clim_pair: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def is_ensemble(self) -> bool | None:
@@ -424,7 +423,14 @@ class ScoreAccumulator:
     def _wmean(self, x: torch.Tensor) -> torch.Tensor:
         """Latitude-weighted spatial mean over the last two dims, summed over the batch dim (float64)."""
         assert self._w_dev is not None
-        return _grid_sum(x * self._w_dev.to(x.dtype)[:, None]) / (x.shape[-2] * x.shape[-1])
+        return _weighted_grid_sum(x, self._w_dev).sum(dim=0) / (x.shape[-2] * x.shape[-1])
+
+    def _anomaly(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` minus the climatology, at x's precision (at least float32)."""
+        if x.dtype == _FLOAT64:
+            return x - self._clim_dev
+        hi, lo = self._clim_pair
+        return (x - hi) - lo
 
     def _add(self, name: str, value: torch.Tensor) -> None:
         if name in self._sums:
@@ -452,73 +458,91 @@ class ScoreAccumulator:
             self._w_dev = self._weights.to(device)
             if self._clim is not None:
                 self._clim_dev = self._clim.to(device)
+                # the float64 climatology as a float32 pair (hi + lo): a float32 truth minus hi is
+                # exact where they are close, so the anomaly keeps float64's accuracy in float32 work
+                hi = self._clim_dev.float()
+                self._clim_pair = (hi, (self._clim_dev - hi.double()).float())
             self._is_ensemble = is_ens
             self._ensemble_size = forecast.shape[1] if is_ens else 1
             self._n_lon = target.shape[-1]
-        # On CPU, score in chunks of samples small enough for the cache: whole-batch float64
-        # temporaries (8 MB each at batch 32) made scoring cost a fifth of a small model's forward
-        # pass, mostly in memory traffic.  A GPU takes the whole batch at once.
+        # On CPU, score in chunks of samples small enough for the cache: whole-batch
+        # temporaries made scoring cost a fifth of a small model's forward pass, mostly in memory
+        # traffic.  A GPU takes the whole batch at once.  The chunks return row sums; the float64
+        # work on them is done once per batch (per-chunk small operations cost as much again).
         chunk = target.shape[0]
         if self._device.type == "cpu":
             chunk = max(1, _CHUNK_ELEMENTS // forecast[0].numel())
-        for start in range(0, target.shape[0], chunk):
-            self._update_chunk(forecast[start:start + chunk], target[start:start + chunk], is_ens)
-        self._n_samples += int(target.shape[0])
-
-    def _update_chunk(self, forecast: torch.Tensor, target: torch.Tensor, is_ens: bool) -> None:
-        # Pointwise work at the inputs' precision (the difference of two float32 fields is exact to
-        # half an ulp of the result, so float32 loses nothing that float64 would keep), every sum
-        # over the grid accumulated in float64: a float64 copy of each field would double the
-        # memory traffic for no accuracy.
-        # (at least float32: a half-precision difference would round the error itself)
-        dtype = torch.promote_types(torch.promote_types(forecast.dtype, target.dtype), torch.float32)
-        f = forecast.to(device=self._device, dtype=dtype)
-        o = target.to(device=self._device, dtype=dtype)
-        w = self._w_dev.to(dtype)[:, None]  # (H, 1), >= 0
-        n_points = o.shape[-2] * o.shape[-1]
-
-        if is_ens:
-            # departures from the truth, not raw members: the ensemble mean of float32 members
-            # near 5e4 would round its error by up to 2e-3; the mean departure keeps full precision
-            departures = f - o.unsqueeze(1)
-            err = departures.mean(dim=1)
-        else:
-            err = f - o
-        w_err = err * w
-        se = _per_sample_grid_sum(w_err * err)  # per sample: sum of w err^2
+        rows = torch.cat([self._row_sums(forecast[i:i + chunk], target[i:i + chunk], is_ens)
+                          for i in range(0, target.shape[0], chunk)], dim=1)
+        sums = rows.to(_FLOAT64) @ self._w_dev  # (quantity, B, L, C): latitude-weighted grid sums
+        n_points = target.shape[-2] * target.shape[-1]
+        se, ae, e = sums[0], sums[1], sums[2]
         self._add("se", se.sum(dim=0) / n_points)
-        self._add("ae", _grid_sum(w_err.abs()) / n_points)  # |w err| = w |err| as w >= 0
-        self._add("e", _grid_sum(w_err) / n_points)
-        del w_err
-
+        self._add("ae", ae.sum(dim=0) / n_points)
+        self._add("e", e.sum(dim=0) / n_points)
         if self._clim_dev is not None:
-            # ACC from the observed anomaly oa = o - clim (float64: the climatology is float64 and
-            # oa a small difference of large numbers) and the error: with fa = oa + err,
+            # ACC from the observed anomaly oa = o - clim and the error: with fa = oa + err,
             # s_fo = sum w fa oa = s_oo + s_eo and s_ff = sum w fa^2 = s_oo + 2 s_eo + s_ee
-            w64 = self._w_dev[:, None]
-            oa = o - self._clim_dev
-            w_oa = oa * w64
-            s_oo = (w_oa * oa).sum(dim=(-2, -1))
-            s_eo = (w_oa * err).sum(dim=(-2, -1))
+            s_oo, s_eo = sums[3], sums[4]
             s_fo, s_ff = s_oo + s_eo, s_oo + 2 * s_eo + se
             # the expansion cancels when the forecast anomaly is tiny (a climatology forecast):
             # there, sum directly (an exactly zero anomaly then gives NaN, as documented)
             near_climatology = s_ff <= 1e-6 * s_oo
             if bool(near_climatology.any()):
-                fa = oa + err
-                w_fa = fa * w64
-                s_fo = torch.where(near_climatology, (w_fa * oa).sum(dim=(-2, -1)), s_fo)
-                s_ff = torch.where(near_climatology, (w_fa * fa).sum(dim=(-2, -1)), s_ff)
+                direct_fo, direct_ff = self._direct_anomaly_sums(forecast, target, is_ens)
+                s_fo = torch.where(near_climatology, direct_fo, s_fo)
+                s_ff = torch.where(near_climatology, direct_ff, s_ff)
             self._add("acc", (s_fo / torch.sqrt(s_ff * s_oo)).sum(dim=0))
-            del oa, w_oa
-        del err
+        self._n_samples += int(target.shape[0])
 
-        if is_ens:
+    def _inputs(self, forecast: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both on the sums' device at the inputs' precision, at least float32.
+
+        Pointwise work at the inputs' precision: the difference of two float32 fields is exact to
+        half an ulp of the result, so float32 loses nothing that float64 would keep (a half-precision
+        difference would round the error itself); every sum over the grid is float64 after its row.
+        """
+        dtype = torch.promote_types(torch.promote_types(forecast.dtype, target.dtype), torch.float32)
+        return forecast.to(device=self._device, dtype=dtype), target.to(device=self._device, dtype=dtype)
+
+    @staticmethod
+    def _error(f: torch.Tensor, o: torch.Tensor, is_ens: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(error of the (ensemble-mean) forecast, the members' departures from the truth or None)."""
+        if not is_ens:
+            return f - o, None
+        # departures from the truth, not raw members: the ensemble mean of float32 members near
+        # 5e4 would round its error by up to 2e-3; the mean departure keeps full precision
+        departures = f - o.unsqueeze(1)
+        return departures.mean(dim=1), departures
+
+    def _row_sums(self, forecast: torch.Tensor, target: torch.Tensor, is_ens: bool) -> torch.Tensor:
+        """Sums over each row of W values, (quantity, b, L, C, H): err^2, |err|, err and, with a
+        climatology, oa^2 and oa * err (oa = target - climatology); adds the ensemble scores."""
+        f, o = self._inputs(forecast, target)
+        err, departures = self._error(f, o, is_ens)
+        quantities = [err * err, err.abs(), err]
+        if self._clim_dev is not None:
+            oa = self._anomaly(o)
+            quantities += [oa * oa, oa * err]
+        rows = torch.stack([q.sum(dim=-1) for q in quantities])
+        del quantities, err
+
+        if departures is not None:
             skill, half_pair_sum, m = _crps_terms(f, o, 1, "ScoreAccumulator.update")  # float32-safe
             self._add("crps_fair", self._wmean(skill - half_pair_sum / (m * (m - 1))))
             self._add("crps_std", self._wmean(skill - half_pair_sum / (m * m)))
             del skill, half_pair_sum
             self._add("var", self._wmean(torch.var(departures.to(_FLOAT64), dim=1, correction=1)))
+        return rows
+
+    def _direct_anomaly_sums(self, forecast: torch.Tensor, target: torch.Tensor,
+                             is_ens: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per sample (B, L, C): sum w fa oa and sum w fa^2, from the forecast anomaly fa itself."""
+        f, o = self._inputs(forecast, target)
+        oa = self._anomaly(o)
+        # (an ensemble's mean departure is exact where the rounded member mean is not)
+        fa = oa + self._error(f, o, is_ens)[0] if is_ens else self._anomaly(f)
+        return _weighted_grid_sum(fa * oa, self._w_dev), _weighted_grid_sum(fa * fa, self._w_dev)
 
     # -- results -------------------------------------------------------------------------------
 
