@@ -5,7 +5,10 @@ budget enforcement, early stopping and seeding. A model customises its loss, not
 
 - AdamW; the learning rate warms up linearly over the first 5 % of the budget, then follows a
   cosine decay over the budget's progress: the furthest of steps, epochs or wall clock used. A
-  model cut by the wall clock thus still ends on a small learning rate.
+  model cut by the wall clock thus still ends on a small learning rate. ``schedule="constant"``
+  keeps the learning rate after the warm-up instead: for a stage of a model that gets a few seconds
+  (an autoencoder trained before the forecaster that uses it), where the decay halves the useful
+  steps; the best weights by validation loss are restored either way.
 - Validation loss on evenly spaced validation windows every tenth of the budget (in steps or in
   time, whichever comes first, but never more than a tenth of the time) and when training stops; ``budget.patience`` checks without
   improvement stop training, and the best weights are restored.
@@ -31,6 +34,9 @@ from .progress import progress_bar
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
+#: learning-rate schedules of train_module (after the linear warm-up)
+SCHEDULES = ("cosine", "constant")
+
 #: validation checks per budget: often enough for early stopping, rare enough to stay cheap
 CHECKS_PER_BUDGET = 10
 
@@ -49,12 +55,14 @@ def latitude_weighted_mse(prediction: torch.Tensor, target: torch.Tensor, weight
 def train_module(module: nn.Module, loss_fn: LossFn, train: SplitData, val: SplitData, budget: Budget, *,
                  device: str, seed: int, learning_rate: float, weight_decay: float,
                  parameters: list[nn.Parameter] | None = None, val_loss_fn: LossFn | None = None,
-                 desc: str = "train") -> FitReport:
+                 desc: str = "train", schedule: str = "cosine") -> FitReport:
     """Train ``module`` by minimising ``loss_fn(history, target)`` on batches of ``train`` windows.
 
     ``loss_fn`` runs the module itself (so models with teacher forcing, noise or several heads
     fit in). ``val_loss_fn`` (default ``loss_fn``) is evaluated in eval mode without gradients.
     """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"train_module: unknown learning-rate schedule {schedule!r}; known: {', '.join(SCHEDULES)}")
     params = [p for p in (parameters if parameters is not None else module.parameters()) if p.requires_grad]
     if not params:
         return FitReport(seconds=0.0, stopped_because="nothing to train")
@@ -95,7 +103,7 @@ def train_module(module: nn.Module, loss_fn: LossFn, train: SplitData, val: Spli
             clock_binds = clock > step / total_steps
             progress = max(step / total_steps, clock)
             for group in optimiser.param_groups:
-                group["lr"] = learning_rate * _schedule(progress)
+                group["lr"] = learning_rate * _schedule(progress, schedule)
             with autocast(device):
                 loss = loss_fn(history, target)
             if not torch.isfinite(loss):
@@ -142,9 +150,11 @@ def train_module(module: nn.Module, loss_fn: LossFn, train: SplitData, val: Spli
     return report
 
 
-def _schedule(progress: float, warmup: float = 0.05) -> float:
+def _schedule(progress: float, kind: str = "cosine", warmup: float = 0.05) -> float:
     if progress < warmup:
         return (progress + 1e-3) / warmup
+    if kind == "constant":
+        return 1.0
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - warmup) / (1 - warmup))))
 
 

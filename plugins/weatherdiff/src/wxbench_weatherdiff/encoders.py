@@ -205,7 +205,7 @@ class _FieldAutoencoder(Encoder):
         budget = replace(budget, val_windows=max(8, budget.val_windows // 4))
         report = train_module(self.module, loss, train, val, budget, device=self.device, seed=self.seed,
                               learning_rate=self.learning_rate(), weight_decay=self.hparams["weight_decay"],
-                              val_loss_fn=val_loss, desc=self.name)
+                              val_loss_fn=val_loss, desc=self.name, schedule=self.hparams["lr_schedule"])
         self.module.eval()
         self.recon_rmse = reconstruction_rmse(self, val, limit=int(self.hparams["reconstruction_samples"]))
         report.extra.update({"reconstruction_rmse": self.recon_rmse, "weights": self.weights,
@@ -262,6 +262,7 @@ class SDVAEEncoder(_FieldAutoencoder):
         "sample_posterior": True,  # train on posterior samples (SD); False: on the mean, a plain autoencoder
         "learning_rate": None,  # None: 1e-4 for pretrained weights, 1e-3 from scratch
         "weight_decay": 0.0,
+        "lr_schedule": "cosine",  # or "constant" after the warm-up (wxbench.training.train_module)
         "frames_per_window": 2,
         "reconstruction_samples": 64,
     }
@@ -401,6 +402,7 @@ class RAEEncoder(_FieldAutoencoder):
         "encode_batch_size": 64,
         "learning_rate": 5e-4,
         "weight_decay": 1e-4,
+        "lr_schedule": "cosine",
         "frames_per_window": 2,
         "reconstruction_samples": 64,
     }
