@@ -272,6 +272,59 @@ def test_sd_vae_conformance():
     assert set(result["fit"].extra["reconstruction_rmse"]) == set(DEFAULT_GRID.channels)
 
 
+@pytest.mark.parametrize("transform", ["anomaly", "standardised_anomaly"])
+def test_sd_vae_input_transform(splits, transform):
+    """The VAE encodes the (standardised) departure from the training split's mean field; decoding
+    inverts it."""
+    train, val = splits
+    plain = smoke(SDVAEEncoder)
+    plain.fit(train, val, smoke_budget())
+    assert torch.count_nonzero(plain.module.mean_field) == 0  # "none" by default: SD's VAE as is
+    assert torch.equal(plain.module.scale, torch.ones(C, 1, 1))
+
+    enc = smoke(SDVAEEncoder, input_transform=transform)
+    enc.fit(train, val, smoke_budget())
+    fields = train.fields.double()
+    mean = fields.mean(dim=0)
+    std = torch.stack([(fields - mean)[:, c].std() for c in range(C)]).float().reshape(C, 1, 1)
+    assert torch.allclose(enc.module.mean_field, mean.float())
+    assert torch.allclose(enc.module.scale, std if transform == "standardised_anomaly" else torch.ones(C, 1, 1))
+    x = val.fields[:3]
+    m, s = mean.float(), enc.module.scale
+    with torch.no_grad():
+        latent = enc.encode(x)
+        assert torch.allclose(latent, enc.module.vae.encode(enc.module.in_adapter((x - m) / s)).latent_dist.mean,
+                              atol=1e-6)
+        decoded = enc.module.out_adapter(enc.module.vae.decode(latent).sample) * s + m
+        assert torch.allclose(enc.decode(latent), decoded, atol=1e-6)
+    # the transform is part of the state: a reloaded encoder reproduces the reconstruction
+    other = smoke(SDVAEEncoder, input_transform=transform)
+    other.load_state_dict(enc.state_dict())
+    with torch.no_grad():
+        assert torch.equal(other.decode(other.encode(x)), enc.decode(enc.encode(x)))
+
+
+def test_sd_vae_unknown_input_transform():
+    with pytest.raises(ConfigError, match="input_transform 'zscore'.*standardised_anomaly"):
+        smoke(SDVAEEncoder, input_transform="zscore")
+
+
+def test_encoder_batch_size_overrides_the_profile(splits, monkeypatch):
+    import wxbench_weatherdiff.encoders as encoders
+
+    seen = []
+    real = encoders.train_module
+
+    def spy(module, loss, train, val, budget, **kwargs):
+        seen.append((budget.batch_size, kwargs["schedule"]))
+        return real(module, loss, train, val, budget, **kwargs)
+
+    monkeypatch.setattr(encoders, "train_module", spy)
+    smoke(SDVAEEncoder).fit(*splits, smoke_budget())
+    smoke(SDVAEEncoder, batch_size=2, lr_schedule="constant").fit(*splits, smoke_budget())
+    assert seen == [(smoke_budget().batch_size, "cosine"), (2, "constant")]
+
+
 @pytest.mark.parametrize("subfolder", [False, True])
 def test_sd_vae_pretrained_local_directory(tmp_path, splits, subfolder):
     from diffusers import AutoencoderKL

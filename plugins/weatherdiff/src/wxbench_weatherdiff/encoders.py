@@ -68,6 +68,7 @@ from torch import nn
 
 from wxbench import Budget, Encoder, FitReport, GridSpec
 from wxbench.data.splits import SplitData
+from wxbench.errors import ConfigError
 from wxbench.training import autocast, count_parameters, latitude_weighted_mse, train_module
 
 from .latent import ChannelAdapter, frame_batch, reconstruction_rmse
@@ -88,6 +89,9 @@ SD_SMALL_VAE_CONFIG: dict[str, Any] = {
     **SD_V1_VAE_CONFIG, "block_out_channels": [16, 32, 32, 32], "layers_per_block": 1, "norm_num_groups": 8,
     "sample_size": 64,
 }
+
+#: what ``sd_vae``'s ``input_transform`` accepts (see SDVAEModule)
+INPUT_TRANSFORMS = ("none", "anomaly", "standardised_anomaly")
 
 #: a tiny config for the ``smoke`` profile and tests
 SD_TINY_VAE_CONFIG: dict[str, Any] = {
@@ -190,8 +194,14 @@ class _FieldAutoencoder(Encoder):
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         return self._chunked(self._decode, latent)
 
+    def prepare(self, train: SplitData) -> None:
+        """Set what the module takes from the training split before training (nothing by default)."""
+
     def fit(self, train: SplitData, val: SplitData, budget: Budget) -> FitReport:
         k = int(self.hparams["frames_per_window"])
+        self.prepare(train)
+        if self.hparams["batch_size"]:  # the encoder's own batch (windows per step)
+            budget = replace(budget, batch_size=int(self.hparams["batch_size"]))
 
         def loss(history: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
             return self.training_loss(frame_batch(history, target, k))
@@ -230,20 +240,24 @@ class _FieldAutoencoder(Encoder):
 
 
 class SDVAEModule(nn.Module):
-    """ChannelAdapter(C -> 3) -> diffusers AutoencoderKL -> ChannelAdapter(3 -> C)."""
+    """(fields - mean field) / scale -> ChannelAdapter(C -> 3) -> diffusers AutoencoderKL
+    -> ChannelAdapter(3 -> C) -> * scale + mean field. The mean field (C, H, W) is zero and the
+    scale (C, 1, 1) one unless ``input_transform`` set them."""
 
-    def __init__(self, vae: nn.Module, channels: int) -> None:
+    def __init__(self, vae: nn.Module, channels: int, shape: tuple[int, int]) -> None:
         super().__init__()
         image_channels = int(vae.config.in_channels)
+        self.register_buffer("mean_field", torch.zeros(channels, *shape))
+        self.register_buffer("scale", torch.ones(channels, 1, 1))
         self.in_adapter = ChannelAdapter(channels, image_channels)
         self.vae = vae
         self.out_adapter = ChannelAdapter(int(vae.config.out_channels), channels, inverse=True)
 
     def posterior(self, fields: torch.Tensor):
-        return self.vae.encode(self.in_adapter(fields)).latent_dist
+        return self.vae.encode(self.in_adapter((fields - self.mean_field) / self.scale)).latent_dist
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        return self.out_adapter(self.vae.decode(latent).sample)
+        return self.out_adapter(self.vae.decode(latent).sample) * self.scale + self.mean_field
 
 
 class SDVAEEncoder(_FieldAutoencoder):
@@ -263,6 +277,11 @@ class SDVAEEncoder(_FieldAutoencoder):
         "learning_rate": None,  # None: 1e-4 for pretrained weights, 1e-3 from scratch
         "weight_decay": 0.0,
         "lr_schedule": "cosine",  # or "constant" after the warm-up (wxbench.training.train_module)
+        "batch_size": None,  # windows per training step (frames_per_window frames each); None: the profile's
+        # what the VAE sees: the fields ("none", SD's VAE as is), their departure from the training
+        # split's mean field ("anomaly"), or that departure divided by its standard deviation per
+        # channel ("standardised_anomaly"); decoding inverts it
+        "input_transform": "none",
         "frames_per_window": 2,
         "reconstruction_samples": 64,
     }
@@ -283,6 +302,9 @@ class SDVAEEncoder(_FieldAutoencoder):
     def build(self) -> nn.Module:
         from diffusers import AutoencoderKL
 
+        transform = self.hparams["input_transform"]
+        if transform not in INPUT_TRANSFORMS:
+            raise ConfigError(f"sd_vae: unknown input_transform {transform!r}; known: {', '.join(INPUT_TRANSFORMS)}")
         vae, source = load_pretrained_vae(self.hparams["vae_pretrained_path"])
         self.pretrained = vae is not None
         if vae is None:
@@ -295,7 +317,7 @@ class SDVAEEncoder(_FieldAutoencoder):
             parts = ["encoder frozen" if self.hparams["freeze_encoder"] else "encoder fine-tuned",
                      "decoder frozen" if self.hparams["freeze_decoder"] else "decoder fine-tuned"]
             self.weights = f"diffusers AutoencoderKL pretrained ({source}); {', '.join(parts)}"
-        module = SDVAEModule(vae, self.grid.n_channels)
+        module = SDVAEModule(vae, self.grid.n_channels, self.grid.shape)
         self.downsample = 2 ** (len(vae.config.block_out_channels) - 1)
         self.latent_channels = int(vae.config.latent_channels)
         if self.pretrained:
@@ -314,6 +336,19 @@ class SDVAEEncoder(_FieldAutoencoder):
         return {"adapter": bool(self.hparams["train_adapter"]),
                 "encoder": any(p.requires_grad for p in v.encoder.parameters()),
                 "decoder": any(p.requires_grad for p in v.decoder.parameters())}
+
+    def prepare(self, train: SplitData) -> None:
+        """The ``input_transform``'s mean field and scale, from the training split."""
+        transform = self.hparams["input_transform"]
+        if transform == "none":
+            return
+        with torch.no_grad():
+            fields = train.fields.double()
+            mean = fields.mean(dim=0)
+            self.module.mean_field.copy_(mean.float())
+            if transform == "standardised_anomaly":
+                std = (fields - mean).transpose(0, 1).reshape(fields.shape[1], -1).std(dim=1)
+                self.module.scale.copy_(std.clamp_min(1e-6).float().reshape(-1, 1, 1))
 
     def learning_rate(self) -> float:
         lr = self.hparams["learning_rate"]
@@ -403,6 +438,7 @@ class RAEEncoder(_FieldAutoencoder):
         "learning_rate": 5e-4,
         "weight_decay": 1e-4,
         "lr_schedule": "cosine",
+        "batch_size": None,
         "frames_per_window": 2,
         "reconstruction_samples": 64,
     }
