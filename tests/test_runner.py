@@ -216,3 +216,23 @@ def test_git_state_reports_commit_and_uncommitted_changes(tmp_path):
     assert git_state(tmp_path) == (head, False)
     (tmp_path / "model.py").write_text("a = 2\n")
     assert git_state(tmp_path) == (head, True)
+
+
+def test_leaderboard_shows_reconstruction_floor_next_to_forecast(tmp_path, wb2_benchmark):
+    from wxbench.leaderboard import build_leaderboards
+
+    assert run_cli("-m", "persistence", "--benchmark", str(wb2_benchmark), "--output", str(tmp_path),
+                   "--no-leaderboard")[0] == 0
+    result_file = next(tmp_path.rglob("persistence/seed0.json"))
+    result = json.loads(result_file.read_text())
+    # as a latent model reports it (model_info["reconstruction_rmse"]); one variable left out
+    result["model_info"]["reconstruction_rmse"] = {"z500": 123.456}
+    result_file.write_text(json.dumps(result))
+    build_leaderboards(tmp_path, plots=False)
+    board = (tmp_path / "leaderboards" / "tiny-wb2-v1" / "smoke" / "leaderboard.md").read_text()
+    floor = board.split("## Autoencoder reconstruction floor")[1].split("## Time per model")[0]
+    forecast_24h = result["scores"]["rmse"]["z500"][-1]
+    row = next(line for line in floor.splitlines() if line.startswith("| persistence"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == f"123 / {forecast_24h:.3g}"
+    assert cells[2].startswith("- / ")  # no floor reported for that variable

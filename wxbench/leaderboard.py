@@ -141,10 +141,18 @@ def markdown_table(rows: list[dict[str, Any]], *, title: str, lead_hours: list[i
         detail = [[r["model"], *[f"{v:.4g}" for v in r[f"rmse/{c}"]]] for r in rows if r["status"] == "ok"]
         lines += [f"### {c} ({unit_of(c)})", "",
                   tabulate(detail, headers=["model", *[f"{h} h" for h in lead_hours]], tablefmt="github"), ""]
-    recon = [[r["model"], json.dumps(r["reconstruction_rmse"])] for r in rows if r.get("reconstruction_rmse")]
+    # the floor next to the forecast: how much of a latent model's error its autoencoder costs
+    recon = [[r["model"], *[_floor_and_forecast(r["reconstruction_rmse"].get(c), r[f"rmse/{c}"][last])
+                            for c in channels]]
+             for r in rows if r["status"] == "ok" and r.get("reconstruction_rmse")]
     if recon:
-        lines += ["## Autoencoder reconstruction floor (RMSE of encode-decode, as each model reports it: validation fields for the WeatherDiff models)", "",
-                  tabulate(recon, headers=["model", "reconstruction RMSE per variable"], tablefmt="github"), ""]
+        lines += ["## Autoencoder reconstruction floor",
+                  "",
+                  f"RMSE of encode-decode (as each model reports it: on validation fields for the WeatherDiff "
+                  f"models) / the model's forecast RMSE at {lead} h.",
+                  "",
+                  tabulate(recon, headers=["model", *[f"{c} floor / {lead} h" for c in channels]],
+                           tablefmt="github"), ""]
     timing = [[r["model"], f"{r['wall_seconds']:.0f}", f"{r['train_seconds']:.0f}", f"{r['eval_seconds']:.1f}",
                r["stopped_because"], r["device_name"]] for r in rows if r["status"] == "ok"]
     lines += ["## Time per model", "", tabulate(timing, headers=["model", "total s", "train s", "eval s", "training stopped by", "device"],
@@ -153,6 +161,10 @@ def markdown_table(rows: list[dict[str, Any]], *, title: str, lead_hours: list[i
               "Score: " + __doc__.split("Headline score (what the ranking uses): ")[1].split("\n\n")[0].replace("\n", " "),
               ""]
     return "\n".join(lines)
+
+
+def _floor_and_forecast(floor: float | None, forecast: float) -> str:
+    return f"{floor:.3g} / {forecast:.3g}" if floor is not None else f"- / {forecast:.3g}"
 
 
 def _human(n: int | None) -> str:
