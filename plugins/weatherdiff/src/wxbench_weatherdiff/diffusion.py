@@ -91,7 +91,7 @@ cpu profile (50 s of training in all, encoder included, on 2 CPU cores; measured
   nearly the same field) for a number of steps that varies from run to run; on standardised
   anomalies it leaves the plateau within ~100 steps. After 30 s: z500 reconstruction RMSE 263-287
   (two seeds) against 633 for raw fields. (2) Three blocks instead of four
-  (:data:`CPU_DIFFUSION_VAE_CONFIG`, latent (4, 8, 16)): with four the VAE did not leave the mean
+  (``sd_vae``'s ``SD_SMALL_VAE_CONFIG``, latent (4, 8, 16)): with four the VAE did not leave the mean
   state in 30 s. (3) A constant learning rate 5e-3 after the warm-up (``lr_schedule="constant"``):
   the cosine decay over a 20 s stage halves its useful steps. (4) 8 windows (frames) per step:
   a step costs about 70 % of a 16-frame step, so more steps in the same time.
@@ -106,12 +106,12 @@ cpu profile (50 s of training in all, encoder included, on 2 CPU cores; measured
   frames (16 blocks of 64 consecutive frames, ~780 windows) and 256 validation frames are cached;
   10 DDIM steps; sampling 8 members takes ~0.13 s per window (2 cores): ~45 s for the test split.
 * rae_diffusion: the ``rae`` encoder's cpu config (frozen untrained ViT-tiny at 64x64: 4x4 tokens
-  of width 192) and a 1-layer DiT of width 192 (the token width; 1.27 M parameters); 512 cached
-  training frames (encoding is ~5x dearer than the VAE's); 10 DDIM steps; 0.16 s per window
-  (2 idle cores; ~1 s on one busy core). Its ensemble mean ties persistence at 24 h (z500 447.2
-  against 446.5 on the test split; spread-skill 0.09-0.25): the frozen *untrained* ViT's tokens
-  carry little of the state (see latent_unet_rae's reconstruction floor), and the fixes above are
-  specific to the SD-type VAE.
+  of width 192; its decoder learns standardised anomalies at a constant learning rate 1e-3, 8
+  windows per step, for 20 s) and a 1-layer DiT of width 192 (the token width; 1.27 M parameters,
+  learning rate 3e-3); 512 cached training frames (encoding is ~5x dearer than the VAE's); 10 DDIM
+  steps; ~0.2 s per window (2 idle cores). On the validation split: z500 reconstruction floor 269
+  (655 on raw fields with the cosine schedule), ensemble mean 15-21 % below persistence's RMSE at
+  24 h on every variable, spread-skill 0.67-0.72 (before: tied persistence, spread-skill 0.09-0.25).
 * Early-stopping checks of the encoder and the diffusion use 32 validation windows
   (``max_val_windows``): with checks every tenth of the budget, the profile's 128 would take most
   of the time.
@@ -131,7 +131,7 @@ from wxbench import Budget, FitReport, Forecaster, GridSpec, SplitData
 from wxbench.errors import ConfigError
 from wxbench.training import autocast, count_parameters, train_module
 
-from .encoders import SD_V1_VAE_CONFIG, RAEEncoder, SDVAEEncoder
+from .encoders import RAEEncoder, SDVAEEncoder
 from .latent import fit_encoder
 from .latent import reconstruction_rmse as encoder_reconstruction_rmse
 
@@ -266,18 +266,6 @@ _DIFFUSION_DEFAULTS: dict[str, Any] = {
     "sample_batch_size": 1024,
     "learning_rate": 2e-4,
     "weight_decay": 1e-4,
-}
-
-
-#: the ``cpu`` profile's VAE for latent_diffusion: the SD v1 AutoencoderKL family at widths 8-16 with three
-#: blocks instead of four (downsampling 4: a (4, 8, 16) latent, 16x compression instead of SD's 64x) and
-#: the four weather channels as its image channels (the channel adapter stays, 4 -> 4, initialised to the
-#: identity). Measured on the embedded data: with four blocks the VAE does not leave the mean state within
-#: 30 s of training; with three it does (see "cpu profile" in the module docstring)
-CPU_DIFFUSION_VAE_CONFIG: dict[str, Any] = {
-    **SD_V1_VAE_CONFIG, "in_channels": 4, "out_channels": 4, "block_out_channels": [8, 16, 16],
-    "down_block_types": ["DownEncoderBlock2D"] * 3, "up_block_types": ["UpDecoderBlock2D"] * 3,
-    "layers_per_block": 1, "norm_num_groups": 8, "sample_size": 64,
 }
 
 
@@ -630,9 +618,7 @@ class LatentDiffusion(_ConditionalLatentDiffusion):
         },
         # see "cpu profile" in the module docstring
         "cpu": {
-            "encoder_options": {**SDVAEEncoder.profile_hyperparameters.get("cpu", {}),
-                                "vae_config": CPU_DIFFUSION_VAE_CONFIG, "input_transform": "standardised_anomaly",
-                                "learning_rate": 5e-3, "lr_schedule": "constant", "batch_size": 8},
+            "encoder_options": dict(SDVAEEncoder.profile_hyperparameters["cpu"]),
             "encoder_budget_fraction": 0.4, "max_val_windows": 32, "latent_cache_frames": 1024,
             "latent_cache_val_frames": 256,
             "block_out_channels": (32, 64), "layers_per_block": 1, "attention_levels": (False, True),
@@ -680,7 +666,7 @@ class RAEDiffusion(_ConditionalLatentDiffusion):
             "encoder_options": dict(RAEEncoder.profile_hyperparameters.get("cpu", {})),
             "encoder_budget_fraction": 0.4, "max_val_windows": 32, "latent_cache_frames": 512,
             "latent_cache_val_frames": 256,
-            "dit_width": 192, "dit_depth": 1, "dit_heads": 3, "inference_steps": 10, "learning_rate": 1e-3,
+            "dit_width": 192, "dit_depth": 1, "dit_heads": 3, "inference_steps": 10, "learning_rate": 3e-3,
             "pixel_anchor": True,
         },
     }
