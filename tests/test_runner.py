@@ -236,3 +236,30 @@ def test_leaderboard_shows_reconstruction_floor_next_to_forecast(tmp_path, wb2_b
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1] == f"123 / {forecast_24h:.3g}"
     assert cells[2].startswith("- / ")  # no floor reported for that variable
+
+
+def test_failed_checkpoint_write_keeps_the_scores(tmp_path, wb2_benchmark, monkeypatch):
+    """A full disk loses the weights file, not the trained model's scores; the result and the CLI say why."""
+    import errno
+
+    import wxbench.results as results
+
+    def full_disk(path, state):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(results, "write_checkpoint", full_disk)
+    monkeypatch.setattr("wxbench.runner.write_checkpoint", full_disk)
+    code, output = run_cli("-m", "lr", "--benchmark", str(wb2_benchmark), "--output", str(tmp_path),
+                           "--no-leaderboard")
+    assert code == 0, output
+    [result] = load_results(tmp_path)
+    result_file = next(tmp_path.rglob("lr/seed0.json"))
+    assert result["status"] == "ok" and set(result["scores"]["rmse"]) == set(CHANNELS)
+    message = result["checkpoint_error"]
+    assert str(result_file.with_suffix(".pt")) in message and "No space left on device" in message
+    assert "GB free on its disk" in message
+    assert "warning: model 'lr' was scored, but its checkpoint" in output
+    assert not result_file.with_suffix(".pt").exists()
+    # re-scoring then says why there is nothing to load
+    out = CliRunner().invoke(main, ["score", str(result_file), "--device", "cpu"])
+    assert out.exit_code != 0 and "No space left on device" in out.output

@@ -210,6 +210,9 @@ def run(run_all, models, benchmark, data_path, profile, device, seeds, seed_list
                f"results in {output}")
     for r in bad:
         click.echo(f"  error: {r['error']['message'].splitlines()[0]}", err=True)
+    for r in results:
+        if r.get("checkpoint_error"):
+            click.echo(f"  warning: model {r['model']!r} was scored, but its {r['checkpoint_error']}", err=True)
     if not no_leaderboard:
         from .leaderboard import build_leaderboards
 

@@ -259,6 +259,25 @@ def error_result(task: RunTask, stage: str, exc: BaseException, *, started: dt.d
     return result
 
 
+def save_checkpoint(path: Path, state: Any) -> str | None:
+    """Write a model's state to ``path``; None, or what went wrong (the file, the error, the space
+    left on its disk) when it could not be written, e.g. on a full disk. (A model whose
+    ``state_dict`` fails is a plugin fault and an error row; a disk that refuses the file is not.)"""
+    import shutil
+
+    try:
+        write_checkpoint(path, state)
+    except Exception as exc:  # noqa: BLE001 - reported in the result, the run goes on
+        existing = next((p for p in path.parents if p.exists()), path.parent)
+        try:
+            free = f"{shutil.disk_usage(existing).free / 1e9:.1f} GB free on its disk"
+        except OSError:
+            free = "free space unknown"
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"checkpoint {path} not written ({free}): {type(exc).__name__}: {message}"
+    return None
+
+
 def run_task(task: RunTask, *, progress: bool = True, data: BenchmarkData | None = None) -> dict[str, Any]:
     """Run one model end to end and write its result file; never raises for a model's fault.
 
@@ -297,7 +316,9 @@ def run_task(task: RunTask, *, progress: bool = True, data: BenchmarkData | None
             result["model_info"] = model.describe()
             if task.save_checkpoint:
                 stage = "save checkpoint"
-                write_checkpoint(task.path.with_suffix(".pt"), model.state_dict())
+                checkpoint_error = save_checkpoint(task.path.with_suffix(".pt"), model.state_dict())
+                if checkpoint_error:  # the trained model is still scored: only the weights file is lost
+                    result["checkpoint_error"] = checkpoint_error
             stage = "predict"
             evaluation = evaluate(model, reg, data, profile, collect_forecasts=task.save_forecasts)
         _record_evaluation(result, evaluation, fit, data, task)

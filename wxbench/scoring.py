@@ -24,7 +24,8 @@ def rescore(result_file: Path, *, device: str = "auto") -> dict[str, Any]:
     if result.get("status") != "ok":
         raise ConfigError(f"{result_file}: the run failed ({result.get('error', {}).get('message')}); nothing to score")
     if not checkpoint.exists():
-        raise ConfigError(f"{result_file}: no checkpoint {checkpoint.name} beside it (was the run made with --no-checkpoint?)")
+        why = result.get("checkpoint_error") or "was the run made with --no-checkpoint?"
+        raise ConfigError(f"{result_file}: no checkpoint {checkpoint.name} beside it ({why})")
     bench_fields = dict(result["benchmark"])
     for key in ("channels", "train", "val", "test", "trajectories"):
         bench_fields[key] = tuple(bench_fields[key])
