@@ -242,12 +242,9 @@ def test_failed_checkpoint_write_keeps_the_scores(tmp_path, wb2_benchmark, monke
     """A full disk loses the weights file, not the trained model's scores; the result and the CLI say why."""
     import errno
 
-    import wxbench.results as results
-
     def full_disk(path, state):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(results, "write_checkpoint", full_disk)
     monkeypatch.setattr("wxbench.runner.write_checkpoint", full_disk)
     code, output = run_cli("-m", "lr", "--benchmark", str(wb2_benchmark), "--output", str(tmp_path),
                            "--no-leaderboard")

@@ -103,9 +103,6 @@ SD_SMALL_VAE_CONFIG: dict[str, Any] = {
     "layers_per_block": 1, "norm_num_groups": 8, "sample_size": 64,
 }
 
-#: what ``sd_vae``'s ``input_transform`` accepts (see SDVAEModule)
-INPUT_TRANSFORMS = ("none", "anomaly", "standardised_anomaly")
-
 #: a tiny config for the ``smoke`` profile and tests
 SD_TINY_VAE_CONFIG: dict[str, Any] = {
     **SD_V1_VAE_CONFIG, "block_out_channels": [8, 8, 8, 8], "layers_per_block": 1, "norm_num_groups": 8,
@@ -173,6 +170,9 @@ class InputTransform(nn.Module):
     docstring). The identity (mean 0, scale 1) until :meth:`fit`.
     """
 
+    #: the ``input_transform`` values both encoders accept
+    KINDS = ("none", "anomaly", "standardised_anomaly")
+
     def __init__(self, channels: int, shape: tuple[int, int]) -> None:
         super().__init__()
         self.register_buffer("mean_field", torch.zeros(channels, *shape))
@@ -197,6 +197,14 @@ class InputTransform(nn.Module):
         return transformed * self.scale + self.mean_field
 
 
+#: training options both encoders share (their defaults keep the original design)
+_TRAINING_OPTIONS: dict[str, Any] = {
+    "lr_schedule": "cosine",  # or "constant" after the warm-up (wxbench.training.train_module)
+    "batch_size": None,  # windows per training step (frames_per_window frames each); None: the profile's
+    "input_transform": "none",  # or "anomaly", "standardised_anomaly": see InputTransform
+}
+
+
 class _FieldAutoencoder(Encoder):
     """What both encoders share: a module, chunked encode/decode, frame-wise training, reconstruction RMSE."""
 
@@ -208,8 +216,9 @@ class _FieldAutoencoder(Encoder):
         from wxbench.metrics import latitude_weights
 
         transform = self.hparams["input_transform"]
-        if transform not in INPUT_TRANSFORMS:
-            raise ConfigError(f"{self.name}: unknown input_transform {transform!r}; known: {', '.join(INPUT_TRANSFORMS)}")
+        if transform not in InputTransform.KINDS:
+            raise ConfigError(f"{self.name}: unknown input_transform {transform!r}; "
+                              f"known: {', '.join(InputTransform.KINDS)}")
         torch.manual_seed(seed)
         self.module: nn.Module = self.build().to(device)
         self.module.eval()
@@ -245,13 +254,9 @@ class _FieldAutoencoder(Encoder):
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         return self._chunked(self._decode, latent)
 
-    def prepare(self, train: SplitData) -> None:
-        """The ``input_transform``'s statistics (mean field, scale) from the training split."""
-        self.module.transform.fit(train.fields, self.hparams["input_transform"])
-
     def fit(self, train: SplitData, val: SplitData, budget: Budget) -> FitReport:
         k = int(self.hparams["frames_per_window"])
-        self.prepare(train)
+        self.module.transform.fit(train.fields, self.hparams["input_transform"])  # training-split statistics
         if self.hparams["batch_size"]:  # the encoder's own batch (windows per step)
             budget = replace(budget, batch_size=int(self.hparams["batch_size"]))
 
@@ -326,9 +331,7 @@ class SDVAEEncoder(_FieldAutoencoder):
         "sample_posterior": True,  # train on posterior samples (SD); False: on the mean, a plain autoencoder
         "learning_rate": None,  # None: 1e-4 for pretrained weights, 1e-3 from scratch
         "weight_decay": 0.0,
-        "lr_schedule": "cosine",  # or "constant" after the warm-up (wxbench.training.train_module)
-        "batch_size": None,  # windows per training step (frames_per_window frames each); None: the profile's
-        "input_transform": "none",  # or "anomaly", "standardised_anomaly": see InputTransform
+        **_TRAINING_OPTIONS,
         "frames_per_window": 2,
         "reconstruction_samples": 64,
     }
@@ -466,9 +469,7 @@ class RAEEncoder(_FieldAutoencoder):
         "encode_batch_size": 64,
         "learning_rate": 5e-4,
         "weight_decay": 1e-4,
-        "lr_schedule": "cosine",
-        "batch_size": None,
-        "input_transform": "none",
+        **_TRAINING_OPTIONS,
         "frames_per_window": 2,
         "reconstruction_samples": 64,
     }
