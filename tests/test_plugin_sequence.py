@@ -2,7 +2,7 @@
 spatial_transformer.
 
 Conformance (the shared checks on the smoke configs), a short training run that must learn, and the
-architecture: layer sizes and parameter counts at the MODELS.md defaults (closed formulas and the
+architecture: layer sizes and parameter counts at the original design's defaults (closed formulas and the
 numbers they give), the forward equations against hand compositions of the parts, the autoregressive
 decoder, the sinusoidal encoding, and for spatial_transformer the grid-point tokens, equivalence with
 ``nn.TransformerEncoderLayer``, memory-efficient attention and chunked inference.
@@ -141,7 +141,7 @@ def test_hyperparameters_are_recorded_and_used():
     assert model.module.lstm.dropout == pytest.approx(0.1)
 
 
-# -- parameter counts and layer sizes at the MODELS.md defaults -----------------------------------
+# -- parameter counts and layer sizes at the original design's defaults (docs/models.md) ------------
 
 @pytest.mark.parametrize("cls", MODELS, ids=lambda c: c.name)
 def test_default_parameter_count(cls):
@@ -215,14 +215,17 @@ def test_lstm_seq2seq_teacher_forcing():
     assert torch.allclose(free[:, 0], forced[:, 0]) and not torch.allclose(free[:, 1:], forced[:, 1:])
     assert torch.allclose(forced[:, 0], other[:, 0]) and not torch.allclose(forced[:, 1], other[:, 1])
     # the ratio draws from the model's seeded generator, only in training mode
-    model = LSTMSeq2SeqForecaster(DEFAULT_GRID, hidden_size=8, teacher_forcing=1.0)
+    model = LSTMSeq2SeqForecaster(DEFAULT_GRID, hidden_size=8, teacher_forcing_ratio=1.0)
     model.module.train()
-    assert model.teacher_mask() == [True] * 4
+    assert model.teacher_forcing_schedule() == [True] * 4
     model.module.eval()
-    assert model.teacher_mask() is None
-    assert LSTMSeq2SeqForecaster(DEFAULT_GRID, hidden_size=8).teacher_mask() is None  # default 0
-    with pytest.raises(ValueError, match="teacher_forcing"):
-        LSTMSeq2SeqForecaster(DEFAULT_GRID, hidden_size=8, teacher_forcing=1.5)
+    assert model.teacher_forcing_schedule() is None
+    assert LSTMSeq2SeqForecaster(DEFAULT_GRID, hidden_size=8).teacher_forcing_schedule() is None  # default 0
+    with pytest.raises(ConfigError, match="lstm_seq2seq: teacher_forcing_ratio"):
+        LSTMSeq2SeqForecaster(DEFAULT_GRID, hidden_size=8, teacher_forcing_ratio=1.5)
+    # the old name is an unknown hyperparameter that points to the new one
+    with pytest.raises(ConfigError, match="did you mean 'teacher_forcing_ratio'"):
+        LSTMSeq2SeqForecaster(DEFAULT_GRID, hidden_size=8, teacher_forcing=0.5)
 
 
 def test_sinusoidal_encoding_formula():

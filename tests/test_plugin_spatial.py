@@ -1,7 +1,7 @@
 """Tests of the ``wxbench-spatial`` plugin: cnn, deep_cnn, convlstm, convlstm_seq2seq, weather_transformer.
 
 Conformance (the shared checks on the smoke configs), a short training run that must learn, and the
-architecture: ConvLSTM gate equations against a hand computation, parameter counts at the MODELS.md
+architecture: ConvLSTM gate equations against a hand computation, parameter counts at the original design's
 defaults (from closed formulas), factorised attention shapes, periodic padding and residual forms.
 """
 
@@ -17,10 +17,10 @@ import torch
 pytest.importorskip("wxbench_spatial")
 
 from wxbench.errors import ConfigError  # noqa: E402
+from wxbench.nn import GridConv2d, GridConvTranspose2d  # noqa: E402
 from wxbench.testing import DEFAULT_GRID, check_forecaster, check_learns  # noqa: E402
 from wxbench.training import count_parameters  # noqa: E402
 from wxbench_spatial.cnn import CNN, DeepCNN  # noqa: E402
-from wxbench_spatial.common import GridConv2d, GridConvTranspose2d  # noqa: E402
 from wxbench_spatial.convlstm import ConvLSTM, ConvLSTMCell, ConvLSTMSeq2Seq  # noqa: E402
 from wxbench_spatial.transformer import FactorisedLayer, WeatherTransformer, sinusoidal_encoding  # noqa: E402
 
@@ -109,7 +109,7 @@ def test_unknown_padding_is_a_config_error():
         ConvLSTMSeq2Seq(DEFAULT_GRID, hidden=4, num_layers=1, teacher_forcing_ratio=1.5)
 
 
-# -- parameter counts at the MODELS.md defaults ----------------------------------------------------
+# -- parameter counts at the original design's defaults (docs/models.md) ----------------------------
 
 def conv(cin, cout, k):
     return cin * cout * k * k + cout
@@ -169,8 +169,8 @@ def test_weather_transformer_parameters_at_defaults():
     assert (hp["d_model"], hp["n_heads"], hp["n_layers"], tuple(hp["patch_size"])) == (128, 4, 4, (4, 8))
     count = count_parameters(model.module)
     assert count == expected == 1_661_440
-    assert 1.5e6 < count < 1.75e6  # MODELS.md: "about 1.6 M"
-    assert tuple(model.module.queries.shape) == (4, 64, 128)
+    assert 1.5e6 < count < 1.75e6  # the original design: "about 1.6 M"
+    assert tuple(model.module.core.queries.shape) == (4, 64, 128)
 
 
 # -- ConvLSTM cell: gate equations by hand ---------------------------------------------------------
@@ -293,7 +293,7 @@ def test_seq2seq_decoder_is_autoregressive_from_the_last_frame():
 
 def test_weather_transformer_factorised_attention_shapes():
     model = WeatherTransformer(DEFAULT_GRID, d_model=32, n_heads=4, n_layers=2, decoder_layers=1, ff_dim=64)
-    net = model.module.eval()
+    net = model.module.core.eval()
     shapes: dict[str, list] = {"spatial": [], "temporal": []}
     for layer in net.layers:
         layer.spatial_attn.register_forward_hook(lambda m, i, o: shapes["spatial"].append(tuple(i[0].shape)))
@@ -320,7 +320,7 @@ def test_weather_transformer_factorised_attention_shapes():
 def test_weather_transformer_decoder_queries(plus_last):
     model = WeatherTransformer(DEFAULT_GRID, d_model=16, n_heads=2, n_layers=1, decoder_layers=1, ff_dim=16,
                                queries_plus_last_step=plus_last)
-    net = model.module.eval()
+    net = model.module.core.eval()
     captured = []
     net.decoder.register_forward_hook(lambda m, inputs, out: captured.append(inputs))
     history = torch.randn(2, 12, C, H, W)
@@ -367,7 +367,7 @@ def test_weather_transformer_unpatchify_places_patches():
     """A head that emits the patch index puts it on the right 4 x 8 block of the grid."""
     model = WeatherTransformer(DEFAULT_GRID, d_model=16, n_heads=2, n_layers=1, decoder_layers=1, ff_dim=16,
                                residual=False)
-    net = model.module.eval()
+    net = model.module.core.eval()
     net.decoder = _Ignore()
     with torch.no_grad():
         net.head.weight.zero_()

@@ -119,8 +119,8 @@ def test_architecture_at_defaults_and_cpu_profile():
     assert ar.describe()["parameters"] == _expected_parameters(256, 4, SFNOAutoregressive.hyperparameters["input_steps"], 1)
     # truncation T21 (lmax = mmax = 22), internal 32 x 64 Gauss grid
     assert (info["lmax"], info["mmax"], info["internal_grid"]) == (22, 22, [32, 64])
-    assert direct.module.sfno.blocks[1].global_conv.weight.shape == (256, 256, 22)
-    net = direct.module
+    assert direct.module.core.sfno.blocks[1].global_conv.weight.shape == (256, 256, 22)
+    net = direct.module.core
     assert isinstance(net.sfno.trans_down, DataGridRealSHT) and isinstance(net.sfno.itrans_up, DataGridInverseRealSHT)
     assert net.sfno.blocks[0].global_conv.forward_transform is net.sfno.trans_down
     assert net.sfno.blocks[-1].global_conv.inverse_transform is net.sfno.itrans_up
@@ -142,7 +142,7 @@ def test_skip_connection_into_the_gauss_grid_is_resampled():
     evaluated at the Gauss latitudes, not the data rows relabelled (which would even flip the
     hemispheres)."""
     model = _model(SFNO)
-    block = model.module.sfno.blocks[0]
+    block = model.module.core.sfno.blocks[0]
     with torch.no_grad():
         block.global_conv.weight.zero_()
         block.mlp.fwd[-1].weight.zero_()
@@ -214,7 +214,7 @@ def test_autoregressive_rollout_equations():
     model = _model(SFNOAutoregressive)
     _randomise(model)
     net = model.module.net
-    assert net.input_steps == SFNOAutoregressive.hyperparameters["input_steps"] == 12
+    assert model.module.input_steps == SFNOAutoregressive.hyperparameters["input_steps"] == 12
     history = torch.randn(2, 12, 4, 32, 64)
     with torch.no_grad():
         out = model.predict(history)

@@ -30,6 +30,7 @@ from torch import nn
 
 from .data.splits import SplitData
 from .interfaces import Budget, FitReport, Forecaster, GridSpec
+from .nn import TeacherForcing, latitude_weighted_mse
 from .progress import progress_bar
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -45,11 +46,6 @@ def autocast(device: str):
     """bf16 autocast on CUDA (where it speeds up matmuls and convolutions); a no-op on CPU."""
     enabled = device.startswith("cuda")
     return torch.autocast(device_type="cuda" if enabled else "cpu", dtype=torch.bfloat16, enabled=enabled)
-
-
-def latitude_weighted_mse(prediction: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Mean squared error with latitude weights (H,) broadcast over the last two dims."""
-    return ((prediction.float() - target.float()) ** 2 * weights[:, None]).mean()
 
 
 def train_module(module: nn.Module, loss_fn: LossFn, train: SplitData, val: SplitData, budget: Budget, *,
@@ -175,7 +171,8 @@ class TorchForecaster(Forecaster):
     """Base for neural forecasters whose ``nn.Module`` maps (B, 12, C, H, W) -> (B, 4, C, H, W).
 
     Subclasses implement ``build()``; they may override ``loss`` (default: latitude-weighted MSE on
-    normalised fields, the training analogue of the latitude-weighted RMSE the harness scores).
+    normalised fields, ``wxbench.nn.latitude_weighted_mse``, the training analogue of the
+    latitude-weighted RMSE the harness scores). Layers for ``build()`` are in ``wxbench.nn``.
     """
 
     hyperparameters: ClassVar[Mapping[str, Any]] = {"learning_rate": 1e-3, "weight_decay": 1e-4}
@@ -213,6 +210,34 @@ class TorchForecaster(Forecaster):
 
     def describe(self) -> dict[str, Any]:
         return {"parameters": count_parameters(self.module)}
+
+
+class TeacherForcedForecaster(TorchForecaster):
+    """A TorchForecaster whose module decodes autoregressively and can be teacher-forced: it is
+    called as ``module(history, target, teacher_forcing)``, where ``teacher_forcing`` is
+    :meth:`wxbench.nn.TeacherForcing.schedule`'s list (or None). Subclasses declare a
+    ``teacher_forcing_ratio`` hyperparameter; the generator of the draws is saved with the weights.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.teacher_forcing = TeacherForcing(self.hparams["teacher_forcing_ratio"], self.seed, model=self.name)
+
+    def teacher_forcing_schedule(self) -> list[bool] | None:
+        """Which decoder steps are teacher-forced in this training batch (None: none)."""
+        return self.teacher_forcing.schedule(self.grid.output_steps, self.module.training)
+
+    def loss(self, history: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        forecast = self.module(history, target, self.teacher_forcing_schedule())
+        return latitude_weighted_mse(forecast, target, self.lat_weights)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"module": self.module.state_dict(), "tf_generator": self.teacher_forcing.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.module.load_state_dict(state["module"])
+        if "tf_generator" in state:
+            self.teacher_forcing.set_state(state["tf_generator"])
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:

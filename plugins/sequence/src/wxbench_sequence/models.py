@@ -1,4 +1,4 @@
-"""Sequence models of the wxbench zoo (MODELS.md, "LSTM family" and "Transformer family").
+"""Sequence models of the wxbench zoo (the original design: docs/models.md, Sequence models).
 
 All six are :class:`~wxbench.training.TorchForecaster` subclasses on z-scored fields, trained by the
 harness's one loop (``train_module``: AdamW, warm-up + cosine schedule, the profile's budget, early
@@ -12,7 +12,7 @@ the parameters, which is that design and is kept):
 
 - ``lstm``: ``LSTM(input_size, hidden 128, 2 layers, dropout 0.2 between layers)`` over the 12 steps;
   the top layer's hidden state after the last step -> ``Linear(hidden, 4*input_size)`` -> reshape.
-- ``bilstm``: the same LSTM, bidirectional over the history window only. MODELS.md says "the last
+- ``bilstm``: the same LSTM, bidirectional over the history window only. The original design says "the last
   step's hidden state" with output width ``2*hidden``; the backward direction's output *at* the last
   step has seen only the last frame, so we take each direction's *final* hidden state (forward after
   step 12, backward after step 1; ``h_n`` of the top layer), both of which have read the whole window,
@@ -20,16 +20,16 @@ the parameters, which is that design and is kept):
 - ``lstm_seq2seq``: an encoder LSTM reads the history; its final ``(h, c)`` (all layers) initialise a
   decoder LSTM of the same size that rolls out the 4 steps autoregressively: its input is the last
   observed frame, then its own previous prediction; ``Linear(hidden, input_size)`` maps the top
-  hidden state to a frame each step. Left open by MODELS.md and chosen here: the decoder has its own
+  hidden state to a frame each step. Left open by the original design and chosen here: the decoder has its own
   weights and the same hidden size / depth / dropout as the encoder; optional teacher forcing
-  (``teacher_forcing``: the probability, drawn for each decoder step and the whole batch from a
+  (``teacher_forcing_ratio``: the probability, drawn for each decoder step and the whole batch from a
   generator seeded with the model's seed, that the decoder is fed the true previous frame instead of
-  its own prediction; training only) defaults to 0:
+  its own prediction; training only; ``wxbench.nn.TeacherForcing``) defaults to 0:
   with only 4 steps the model trains on exactly the rollout it is evaluated on.
 - ``transformer``: ``Linear(input_size, d_model=128)`` -> + sinusoidal positional encoding (Vaswani
   et al.; as in the PyTorch tutorial, dropout after adding it) -> 3 ``nn.TransformerEncoderLayer``
   (4 heads, post-norm, ReLU, dropout 0.2) -> the last step's token -> head ``LayerNorm -> Dropout ->
-  Linear(d, d/2) -> ReLU -> Dropout -> Linear(d/2, 4*input_size)``. MODELS.md leaves the feed-forward
+  Linear(d, d/2) -> ReLU -> Dropout -> Linear(d/2, 4*input_size)``. The original design leaves the feed-forward
   width open; we use ``4*d_model`` (512), the ratio of the original Transformer, rather than PyTorch's
   2048 default.
 - ``transformer_seq2seq``: the same encoder at ``d_model 256``, 8 heads, 4 layers; 4 learnable output
@@ -40,7 +40,7 @@ the parameters, which is that design and is kept):
   (half the family's 1e-3, usual for a deeper post-norm transformer), no extra final LayerNorm (each
   post-norm layer already ends in one).
 
-``spatial_transformer`` (every grid point a token, attention over space): MODELS.md only says that
+``spatial_transformer`` (every grid point a token, attention over space): the original design only says that
 each of the 32*64 = 2048 grid points is a token. What "time" becomes is our choice: a token's
 features are its grid point's whole history, ``12*C`` values (48 for 4 channels), embedded by
 ``Linear(12*C, d_model)``, plus a learnable positional embedding over the ``H*W`` grid points
@@ -55,7 +55,7 @@ never taken), whose flash / memory-efficient kernels (CPU and CUDA) never hold t
 score matrix. ``attention_dropout`` defaults to 0, because attention dropout sends
 CPU attention to the naive kernel (measured: +1.1 GB for 4 samples at 4 heads). Inference runs the
 batch in chunks of ``chunk_size`` samples. ``kv_pool = p`` (default 1 = full attention, as
-MODELS.md) lets every grid-point query attend to keys/values average-pooled over ``p x p`` grid
+the original design) lets every grid-point query attend to keys/values average-pooled over ``p x p`` grid
 points ("spatial-reduction attention", Wang et al. 2021, PVT): the tokens stay grid points, the
 attention cost drops by ``p^2``; with ``kv_pool = 1`` a layer is exactly ``nn.TransformerEncoderLayer``
 (tested).
@@ -78,7 +78,7 @@ with one torch thread (``transformer`` cheapest, ``bilstm`` / ``transformer_seq2
 ``OMP_NUM_THREADS=1`` and 2-6 steps with torch's default 2 threads (oversubscribed threads wait on
 each other), so on this machine the ``cpu`` rows are far from converged; a quiet machine gives
 several times more. Shrinking the models would change the design the issue asks to keep, so the
-``cpu`` row is the MODELS.md model with a short budget.
+``cpu`` row is the original design's model with a short budget.
 Full attention over 2048 tokens does not fit that budget: a single encoder layer at d_model 32 took
 5-20 s per batch of 16 (forward+backward) on the shared cores, i.e. only a handful of steps in 50 s.
 The ``spatial_transformer`` ``cpu`` config is therefore d_model 32, 2 heads (head dim 16: the CPU flash
@@ -97,7 +97,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wxbench.training import TorchForecaster, latitude_weighted_mse
+from wxbench.training import TeacherForcedForecaster, TorchForecaster
 
 _TRAINING = {"learning_rate": 1e-3, "weight_decay": 1e-4}
 
@@ -174,14 +174,14 @@ class LSTMSeq2SeqNet(nn.Module):
         self.head = nn.Linear(hidden_size, input_size)
 
     def forward(self, history: torch.Tensor, target: torch.Tensor | None = None,
-                teacher_mask: list[bool] | None = None) -> torch.Tensor:
-        """``teacher_mask[k]`` True feeds the true frame ``target[:, k-1]`` (not the prediction) at step k."""
+                teacher_forcing: list[bool] | None = None) -> torch.Tensor:
+        """``teacher_forcing[k]`` True feeds the true frame ``target[:, k-1]`` (not the prediction) at step k."""
         b, t = history.shape[:2]
         _, state = self.encoder(history.reshape(b, t, -1))
         frame = history[:, -1].reshape(b, 1, -1)
         outputs = []
         for k in range(self.out_steps):
-            if k > 0 and teacher_mask is not None and target is not None and teacher_mask[k]:
+            if k > 0 and teacher_forcing is not None and target is not None and teacher_forcing[k]:
                 frame = target[:, k - 1].reshape(b, 1, -1)
             out, state = self.decoder(frame, state)
             frame = self.head(out)  # (B, 1, input_size)
@@ -389,36 +389,18 @@ class BiLSTMForecaster(LSTMForecaster):
     bidirectional = True
 
 
-class LSTMSeq2SeqForecaster(_SequenceForecaster):
+class LSTMSeq2SeqForecaster(TeacherForcedForecaster, _SequenceForecaster):
     """``lstm_seq2seq``: LSTM encoder, LSTM decoder rolling out 4 frames autoregressively."""
 
     name = "lstm_seq2seq"
     hyperparameters: ClassVar[Mapping[str, Any]] = {
-        "hidden_size": 128, "num_layers": 2, "dropout": 0.2, "teacher_forcing": 0.0, **_TRAINING,
+        "hidden_size": 128, "num_layers": 2, "dropout": 0.2, "teacher_forcing_ratio": 0.0, **_TRAINING,
     }
     profile_hyperparameters: ClassVar[Mapping[str, Mapping[str, Any]]] = {"smoke": _SMOKE_LSTM, "cpu": {}}
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        ratio = float(self.hparams["teacher_forcing"])
-        if not 0.0 <= ratio <= 1.0:
-            raise ValueError(f"lstm_seq2seq: teacher_forcing must be in [0, 1], got {ratio}")
-        self._teacher_generator = torch.Generator().manual_seed(self.seed)
 
     def build(self) -> nn.Module:
         p = self.hparams
         return LSTMSeq2SeqNet(self.frame_shape, self.grid.output_steps, p["hidden_size"], p["num_layers"], p["dropout"])
-
-    def teacher_mask(self) -> list[bool] | None:
-        ratio = float(self.hparams["teacher_forcing"])
-        if ratio <= 0.0 or not self.module.training:
-            return None
-        draws = torch.rand(self.grid.output_steps, generator=self._teacher_generator)
-        return [bool(d < ratio) for d in draws]
-
-    def loss(self, history: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        prediction = self.module(history, target, self.teacher_mask())
-        return latitude_weighted_mse(prediction, target, self.lat_weights)
 
 
 class TransformerForecaster(_SequenceForecaster):

@@ -1,6 +1,7 @@
 """CNN family: time folded into channels, ``(B, 12, C, H, W) -> (B, 12*C, H, W) -> (B, 4*C, H, W)``.
 
-``cnn`` (MODELS.md, exactly; widths as multiples of ``hidden`` = 64 by default)::
+``cnn`` (the original design, exactly: docs/models.md, Spatial models; widths as multiples of
+``hidden`` = 64 by default)::
 
     encoder  Conv(12C -> h,  k3) BN ReLU        32x64
              Conv(h   -> 2h, k3) BN ReLU        32x64
@@ -10,19 +11,19 @@
              Conv(2h -> h, k3) BN ReLU
              Conv(h  -> 4C, k3)                 -> reshape (B, 4, C, H, W)
 
-``deep_cnn``: MODELS.md gives only "input projection -> ``n_residual_blocks`` residual blocks
+``deep_cnn``: the original design gives only "input projection -> ``n_residual_blocks`` residual blocks
 (default 3) -> output projection". Chosen: input projection Conv(12C -> h, k3) BN ReLU; each block
 Conv(h -> h, k3) BN ReLU Conv(h -> h, k3) BN, added to its input, ReLU (the ResNet basic block);
 output projection Conv(h -> 4C, k1). Full resolution throughout, ``hidden`` = 64 (the CNN's width).
 Receptive field 3 + 4 * n_blocks grid points (15 = 84 deg of longitude at the defaults).
 
-Choices MODELS.md left open (all hyperparameters):
+Choices the original design left open (all hyperparameters):
 
 - ``lon_padding="circular"`` by default: longitude is periodic and WeatherBench's own CNN baseline
   used periodic padding; with zero padding the date line is an artificial wall, and at 32x64 the
   12 boundary columns (of 64) that a 3-layer stack of 3x3 kernels sees are a large fraction of the
   globe. Circular padding also applies to the stride-2 convolution and to the transposed convolution
-  (see ``common.GridConvTranspose2d``), so the whole network is equivariant under a rotation of the
+  (see ``wxbench.nn.GridConvTranspose2d``), so the whole network is equivariant under a rotation of the
   globe by an even number of grid columns (tested). ``lon_padding="zero"`` restores the original.
   Latitude is zero-padded (``lat_padding``; ``"replicate"`` is the alternative).
 - ``residual=True`` by default: the network predicts the 6-24 h increment over the last observed
@@ -30,7 +31,7 @@ Choices MODELS.md left open (all hyperparameters):
   untrained network starts at persistence instead of at zero (climatology) and short trainings
   spend their steps on the dynamics. Measured on the embedded data (``cpu`` profile), see the plugin
   README. ``residual=False`` is the original formulation.
-- BatchNorm as written in MODELS.md (batch statistics in training, running statistics at
+- BatchNorm as written in the original design (batch statistics in training, running statistics at
   evaluation).
 
 Cost at the defaults (C = 4, 32x64): ``cnn`` 1.15 M parameters, ~1.7 GFLOP per sample forward;
@@ -46,7 +47,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .common import DirectForecastNet, GridConv2d, GridConvTranspose2d, SpatialForecaster
+from wxbench.nn import GridConv2d, GridConvTranspose2d, TendencyWrapper
+
+from .common import SpatialForecaster
 
 
 def conv_bn_relu(cin: int, cout: int, stride: int = 1, **padding: str) -> nn.Sequential:
@@ -54,7 +57,7 @@ def conv_bn_relu(cin: int, cout: int, stride: int = 1, **padding: str) -> nn.Seq
 
 
 class CNNCore(nn.Module):
-    """MODELS.md's encoder/decoder CNN on (B, 12, C, H, W), time folded into channels."""
+    """The original design's encoder/decoder CNN on (B, 12, C, H, W), time folded into channels."""
 
     def __init__(self, n_channels: int, input_steps: int, output_steps: int, hidden: int = 64,
                  **padding: str) -> None:
@@ -128,7 +131,7 @@ class CNN(SpatialForecaster):
     def build(self) -> nn.Module:
         g = self.grid
         core = CNNCore(g.n_channels, g.input_steps, g.output_steps, self.hparams["hidden"], **self.padding())
-        return DirectForecastNet(core, self.hparams["residual"])
+        return TendencyWrapper(core, residual=self.hparams["residual"], output_layer=core.output_layer())
 
 
 class DeepCNN(SpatialForecaster):
@@ -144,4 +147,4 @@ class DeepCNN(SpatialForecaster):
         g = self.grid
         core = DeepCNNCore(g.n_channels, g.input_steps, g.output_steps, self.hparams["hidden"],
                            self.hparams["n_residual_blocks"], **self.padding())
-        return DirectForecastNet(core, self.hparams["residual"])
+        return TendencyWrapper(core, residual=self.hparams["residual"], output_layer=core.output_layer())

@@ -1,8 +1,8 @@
 """ConvLSTM family: recurrent over the 12 input steps, convolutional in space.
 
-Cell (Shi et al. 2015, without peepholes, as MODELS.md states it): the input ``x`` and the hidden
-state ``h`` are concatenated and ONE convolution ``W * [x, h] + b`` gives the ``4 * hidden`` gate
-pre-activations, split in the order i, f, g, o::
+Cell (Shi et al. 2015, without peepholes, as the original design in docs/models.md, Spatial models,
+states it): the input ``x`` and the hidden state ``h`` are concatenated and ONE convolution
+``W * [x, h] + b`` gives the ``4 * hidden`` gate pre-activations, split in the order i, f, g, o::
 
     i = sigmoid(a_i)   f = sigmoid(a_f)   g = tanh(a_g)   o = sigmoid(a_o)
     c' = f * c + i * g
@@ -18,15 +18,16 @@ input is the last observed frame, then its own previous prediction; Conv(hidden 
 top hidden state to a frame at every step. With ``teacher_forcing_ratio`` r > 0, during training
 each decoder step after the first is fed the true previous frame instead of the prediction with
 probability r (drawn once per step and batch from a generator seeded by the model's seed, so runs
-are reproducible); validation and prediction never use it.
+are reproducible; ``wxbench.nn.TeacherForcing``, shared with ``lstm_seq2seq``); validation and
+prediction never use it.
 
-Choices MODELS.md left open (all hyperparameters):
+Choices the original design left open (all hyperparameters):
 
-- Head: 3x3 then 1x1 convolution with a ReLU between (MODELS.md: Conv(64->32) -> Conv(32->4C));
-  its width ``head_hidden`` defaults to hidden / 2 (None), i.e. MODELS.md's 32 at the defaults.
+- Head: 3x3 then 1x1 convolution with a ReLU between (the original design: Conv(64->32) -> Conv(32->4C));
+  its width ``head_hidden`` defaults to hidden / 2 (None), i.e. the original design's 32 at the defaults.
 - Forget-gate bias initialised to 1 (Jozefowicz et al. 2015), the usual LSTM practice that keeps
   the cell state alive early in training; everything else uses PyTorch's default initialisation.
-- ``lon_padding="circular"`` (periodic longitude, see ``common``) in every convolution, gates
+- ``lon_padding="circular"`` (periodic longitude, see ``wxbench.nn``) in every convolution, gates
   included; ``lat_padding="zero"``.
 - ``residual=True`` by default for ``convlstm``: the head predicts the increment over the last
   observed frame (forecast = head(h) + history[:, -1]). For ``convlstm_seq2seq`` ``residual=True``
@@ -47,12 +48,13 @@ a ~60x cheaper network of the same form.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
-from .common import DirectForecastNet, GridConv2d, SpatialForecaster, zero_init_
+from wxbench.nn import GridConv2d, TendencyWrapper, zero_init_
+from wxbench.training import TeacherForcedForecaster
+
+from .common import SpatialForecaster
 
 
 class ConvLSTMCell(nn.Module):
@@ -177,10 +179,10 @@ class ConvLSTM(SpatialForecaster):
         g, hp = self.grid, self.hparams
         core = ConvLSTMCore(g.n_channels, g.output_steps, hp["hidden"], hp["num_layers"], hp["kernel_size"],
                             hp["head_hidden"], **self.padding())
-        return DirectForecastNet(core, hp["residual"])
+        return TendencyWrapper(core, residual=hp["residual"], output_layer=core.output_layer())
 
 
-class ConvLSTMSeq2Seq(SpatialForecaster):
+class ConvLSTMSeq2Seq(TeacherForcedForecaster, SpatialForecaster):
     name = "convlstm_seq2seq"
     family = "convlstm"
     hyperparameters = {**SpatialForecaster.common_hyperparameters, "hidden": 64, "num_layers": 2,
@@ -190,38 +192,7 @@ class ConvLSTMSeq2Seq(SpatialForecaster):
         "cpu": {"hidden": 8, "num_layers": 1, "learning_rate": 5e-3},
     }
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        ratio = float(self.hparams["teacher_forcing_ratio"])
-        if not 0.0 <= ratio <= 1.0:
-            from wxbench.errors import ConfigError
-
-            raise ConfigError(f"teacher_forcing_ratio must be in [0, 1], got {ratio}")
-        self._tf_generator = torch.Generator().manual_seed(self.seed)
-
     def build(self) -> nn.Module:
         g, hp = self.grid, self.hparams
         return ConvLSTMSeq2SeqNet(g.n_channels, g.output_steps, hp["hidden"], hp["num_layers"], hp["kernel_size"],
                                   hp["residual"], **self.padding())
-
-    def teacher_forcing_schedule(self) -> list[bool] | None:
-        """Which decoder steps are teacher-forced in this training batch (None: none)."""
-        ratio = float(self.hparams["teacher_forcing_ratio"])
-        if not self.module.training or ratio <= 0.0:
-            return None
-        draws = torch.rand(self.grid.output_steps, generator=self._tf_generator)
-        return [bool(d < ratio) for d in draws]
-
-    def loss(self, history: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        from wxbench.training import latitude_weighted_mse
-
-        forecast = self.module(history, target, self.teacher_forcing_schedule())
-        return latitude_weighted_mse(forecast, target, self.lat_weights)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"module": self.module.state_dict(), "tf_generator": self._tf_generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.module.load_state_dict(state["module"])
-        if "tf_generator" in state:
-            self._tf_generator.set_state(state["tf_generator"])

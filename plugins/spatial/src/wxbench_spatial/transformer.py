@@ -1,6 +1,7 @@
 """Weather Transformer: patch tokens, factorised space-time attention, learnable output queries.
 
-Architecture (MODELS.md, with the open points filled in as stated below)::
+Architecture (the original design in docs/models.md, Spatial models, with the open points filled in
+as stated below)::
 
     history (B, 12, C, 32, 64)
       -> patch embedding per time step: Conv2d(C -> d, kernel = stride = (4, 8))   8 x 8 = 64 patches
@@ -17,19 +18,19 @@ Architecture (MODELS.md, with the open points filled in as stated below)::
          256 queries, cross-attention to the memory, FFN)
       -> Linear(d, patch_h * patch_w * C) -> un-patchify to (B, 4, C, 32, 64)
 
-Defaults: d_model 128, 4 heads, 4 encoder layers (MODELS.md); choices MODELS.md left open:
+Defaults: d_model 128, 4 heads, 4 encoder layers (the original design); choices the original design left open:
 
 - One FFN per encoder layer, after the two attentions (the "divided space-time attention" block
   of TimeSformer), ``ff_dim`` = 4 d_model = 512, GELU; ``decoder_layers`` = 2 ("shallow": half the
   encoder's depth); ``dropout`` = 0.1 (PyTorch's transformer default). With C = 4 this gives
-  1,661,440 parameters (MODELS.md: "about 1.6 M"; pinned by a test).
+  1,661,440 parameters (the original design: "about 1.6 M"; pinned by a test).
 - Learnable spatial encoding and output queries initialised N(0, 0.02^2) (ViT practice).
 - ``residual=True`` by default: the head's output is added to the last observed state, as for the
-  other models of this plugin (see ``common``). Unlike a convolution, the patch head must
+  other models of this plugin (``wxbench.nn.TendencyWrapper``). Unlike a convolution, the patch head must
   reproduce sub-patch detail; predicting the increment means it only has to produce the small
   6-24 h change, which matters a lot in short trainings.
 - ``queries_plus_last_step=True`` by default. With pure learnable queries (``False``, the literal
-  reading of MODELS.md) every query starts almost identical (N(0, 0.02^2)) and cross-attention is
+  reading of the original design) every query starts almost identical (N(0, 0.02^2)) and cross-attention is
   nearly uniform at initialisation, so all 256 decoder outputs are about the same vector and the
   head can only learn a global increment; the network first has to learn, through attention alone,
   which of the 768 memory tokens belong to each patch. Measured on the embedded data: after 72
@@ -53,7 +54,9 @@ import math
 import torch
 from torch import nn
 
-from .common import SpatialForecaster, zero_init_
+from wxbench.nn import TendencyWrapper
+
+from .common import SpatialForecaster
 
 
 def sinusoidal_encoding(steps: int, dim: int, device: torch.device | None = None) -> torch.Tensor:
@@ -93,7 +96,7 @@ class FactorisedLayer(nn.Module):
 class WeatherTransformerNet(nn.Module):
     def __init__(self, n_channels: int, height: int, width: int, output_steps: int, *, d_model: int = 128,
                  n_heads: int = 4, n_layers: int = 4, decoder_layers: int = 2, ff_dim: int = 512,
-                 dropout: float = 0.1, patch_size: tuple[int, int] = (4, 8), residual: bool = True,
+                 dropout: float = 0.1, patch_size: tuple[int, int] = (4, 8),
                  queries_plus_last_step: bool = True) -> None:
         super().__init__()
         ph, pw = patch_size
@@ -102,7 +105,6 @@ class WeatherTransformerNet(nn.Module):
         self.n_channels, self.output_steps, self.patch_size = n_channels, output_steps, (ph, pw)
         self.grid_patches = (height // ph, width // pw)
         n_patches = self.grid_patches[0] * self.grid_patches[1]
-        self.residual = bool(residual)
         self.queries_plus_last_step = bool(queries_plus_last_step)
         self.d_model = d_model
         self.patch_embed = nn.Conv2d(n_channels, d_model, kernel_size=(ph, pw), stride=(ph, pw))
@@ -115,8 +117,6 @@ class WeatherTransformerNet(nn.Module):
         self.head = nn.Linear(d_model, ph * pw * n_channels)
         nn.init.trunc_normal_(self.spatial_pos, std=0.02)
         nn.init.trunc_normal_(self.queries, std=0.02)
-        if self.residual:
-            zero_init_(self.head)  # the untrained network forecasts persistence
 
     def encode(self, history: torch.Tensor) -> torch.Tensor:
         """(B, T, C, H, W) -> encoder tokens (B, T, N, d)."""
@@ -143,13 +143,10 @@ class WeatherTransformerNet(nn.Module):
         out = self.head(self.decoder(queries, memory))  # (B, 4*N, ph*pw*C)
         (nh, nw), (ph, pw) = self.grid_patches, self.patch_size
         out = out.view(b, self.output_steps, nh, nw, c, ph, pw)
-        out = out.permute(0, 1, 4, 2, 5, 3, 6).reshape(b, self.output_steps, c, nh * ph, nw * pw)
-        if self.residual:
-            out = out + history[:, -1:]
-        return out
+        return out.permute(0, 1, 4, 2, 5, 3, 6).reshape(b, self.output_steps, c, nh * ph, nw * pw)
 
     def extra_repr(self) -> str:
-        return f"residual={self.residual}, queries_plus_last_step={self.queries_plus_last_step}"
+        return f"queries_plus_last_step={self.queries_plus_last_step}"
 
 
 class WeatherTransformer(SpatialForecaster):
@@ -174,9 +171,10 @@ class WeatherTransformer(SpatialForecaster):
     def build(self) -> nn.Module:
         g, hp = self.grid, self.hparams
         h, w = g.shape
-        return WeatherTransformerNet(g.n_channels, h, w, g.output_steps, d_model=hp["d_model"],
-                                     n_heads=hp["n_heads"], n_layers=hp["n_layers"],
-                                     decoder_layers=hp["decoder_layers"], ff_dim=hp["ff_dim"],
-                                     dropout=hp["dropout"], patch_size=tuple(hp["patch_size"]),
-                                     residual=hp["residual"],
-                                     queries_plus_last_step=hp["queries_plus_last_step"])
+        net = WeatherTransformerNet(g.n_channels, h, w, g.output_steps, d_model=hp["d_model"],
+                                    n_heads=hp["n_heads"], n_layers=hp["n_layers"],
+                                    decoder_layers=hp["decoder_layers"], ff_dim=hp["ff_dim"],
+                                    dropout=hp["dropout"], patch_size=tuple(hp["patch_size"]),
+                                    queries_plus_last_step=hp["queries_plus_last_step"])
+        # with residual, the zero-initialised head makes the untrained network persistence
+        return TendencyWrapper(net, residual=hp["residual"], output_layer=net.head)

@@ -26,8 +26,9 @@ grid and its inverse on an internal Gauss-Legendre grid of ``(H-1)//scale_factor
 ``W//scale_factor`` points; the last block maps back to the data grid; blocks in between stay on the
 internal grid.
 
-What had to be decided (nothing in MODELS.md; the issue fixed the rest)
-------------------------------------------------------------------------
+What had to be decided (the original design has no spherical models; the issue that added them fixed
+the rest; docs/models.md, Spherical models)
+------------------------------------------------------------------------------------------------------
 - Grid. The data's latitudes are cell centres without poles; no torch-harmonics grid has these nodes
   (``equiangular`` includes the poles, rows up to 2.8 deg off; ``legendre-gauss`` nodes are up to
   1.4 deg off). The data-grid
@@ -54,7 +55,8 @@ What had to be decided (nothing in MODELS.md; the issue fixed the rest)
   to lmax 17; the fit is exact for T21 fields, condition number 1.04). Factor 1 also keeps the
   inner blocks' pointwise MLPs on the data's 64 longitudes, so the model is exactly equivariant to
   every whole-cell shift in longitude (with factor 2 only to even shifts; tested).
-- Residual connection to the last state (default on) and a zero-initialised output layer, so an
+- Residual connection to the last state (default on; ``wxbench.nn.TendencyWrapper``) and a
+  zero-initialised output layer, so an
   untrained model is persistence and the short ``cpu`` budget is spent learning the increments.
 - Position embedding: torch-harmonics' learnable per-latitude embedding (the Held-Suarez forcing
   depends on latitude; the spectral filters alone are rotation equivariant), which keeps the model
@@ -95,7 +97,8 @@ import torch
 from torch import nn
 
 from wxbench import Budget, FitReport, GridSpec, SplitData, TorchForecaster
-from wxbench.training import autocast, latitude_weighted_mse, train_module
+from wxbench.nn import TendencyWrapper, latitude_weighted_mse
+from wxbench.training import autocast, train_module
 
 from .sht import DataGridInverseRealSHT, DataGridRealSHT
 
@@ -123,12 +126,13 @@ def _check_grid(grid: GridSpec) -> None:
 class SFNONet(nn.Module):
     """(B, T, C, H, W) history -> (B, n_out, C, H, W): torch-harmonics' SFNO on the data grid.
 
-    Uses the last ``input_steps`` states, stacked as channels; adds the last state when ``residual``.
+    Uses the last ``input_steps`` states, stacked as channels. The residual connection to the last
+    state is ``wxbench.nn.TendencyWrapper`` around this network (see ``_SFNOMixin._net``).
     """
 
     def __init__(self, grid: GridSpec, *, input_steps: int, output_steps: int, embed_dim: int,
                  num_layers: int, scale_factor: int, lmax: int | None, mlp_ratio: float,
-                 normalization_layer: str, pos_embed: str, residual: bool, drop_rate: float = 0.0) -> None:
+                 normalization_layer: str, pos_embed: str, drop_rate: float = 0.0) -> None:
         super().__init__()
         from torch_harmonics.examples.models.sfno import SphericalFourierNeuralOperator
 
@@ -140,7 +144,6 @@ class SFNONet(nn.Module):
             raise ValueError(f"normalization_layer must be one of {NORMALISATIONS}, got {normalization_layer!r}")
         self.input_steps, self.output_steps = input_steps, output_steps
         self.n_channels = grid.n_channels
-        self.residual = residual
         h, w = grid.shape
         # torch-harmonics keeps min(internal nlat, internal nlon // 2) modes times this fraction
         full = min((h - 1) // scale_factor + 1, w // scale_factor // 2)
@@ -159,8 +162,6 @@ class SFNONet(nn.Module):
                 hard_thresholding_fraction=(lmax + 0.5) / full)
         assert (self.sfno.trans_down.lmax, self.sfno.trans_down.mmax) == (lmax, lmax), "truncation"
         self._install_data_grid_transforms(grid)
-        if residual:  # start from persistence: the network learns the increments
-            nn.init.zeros_(self.sfno.decoder[-1].weight)
 
     def _install_data_grid_transforms(self, grid: GridSpec) -> None:
         """Replace the data-grid SHTs (built for torch-harmonics' ``equiangular`` nodes, which
@@ -184,16 +185,18 @@ class SFNONet(nn.Module):
         assert not remaining, "a data-grid transform of the torch-harmonics model was not replaced"
 
     @property
+    def output_layer(self) -> nn.Module:
+        """The decoder's last 1x1 convolution (zero-initialised under ``residual``)."""
+        return self.sfno.decoder[-1]
+
+    @property
     def modes(self) -> tuple[int, int]:
         return self.sfno.trans_down.lmax, self.sfno.trans_down.mmax
 
     def forward(self, history: torch.Tensor) -> torch.Tensor:
         x = history[:, -self.input_steps:]
         b, t, c, h, w = x.shape
-        out = self.sfno(x.reshape(b, t * c, h, w)).reshape(b, self.output_steps, c, h, w)
-        if self.residual:
-            out = out + x[:, -1:]
-        return out
+        return self.sfno(x.reshape(b, t * c, h, w)).reshape(b, self.output_steps, c, h, w)
 
 
 class _SFNOMixin:
@@ -266,18 +269,22 @@ class _SFNOMixin:
         with self._threads():
             return super().predict(history)  # type: ignore[misc]
 
-    def _net(self, output_steps: int) -> SFNONet:
+    def _net(self, output_steps: int) -> TendencyWrapper:
+        """The SFNO, with ``residual`` its increments added to the last state (the untrained model is
+        then persistence: the output layer starts at zero)."""
         hp = self.hparams
         if not 1 <= hp["input_steps"] <= self.grid.input_steps:
             raise ValueError(f"input_steps must be in 1..{self.grid.input_steps}, got {hp['input_steps']}")
-        return SFNONet(self.grid, input_steps=hp["input_steps"], output_steps=output_steps,
-                       embed_dim=hp["embed_dim"], num_layers=hp["num_layers"], scale_factor=hp["scale_factor"],
-                       lmax=hp["lmax"],
-                       mlp_ratio=hp["mlp_ratio"], normalization_layer=hp["normalization_layer"],
-                       pos_embed=hp["pos_embed"], residual=hp["residual"], drop_rate=hp["drop_rate"])
+        net = SFNONet(self.grid, input_steps=hp["input_steps"], output_steps=output_steps,
+                      embed_dim=hp["embed_dim"], num_layers=hp["num_layers"], scale_factor=hp["scale_factor"],
+                      lmax=hp["lmax"],
+                      mlp_ratio=hp["mlp_ratio"], normalization_layer=hp["normalization_layer"],
+                      pos_embed=hp["pos_embed"], drop_rate=hp["drop_rate"])
+        return TendencyWrapper(net, residual=hp["residual"], output_layer=net.output_layer)
 
     def _net_of(self) -> SFNONet:
-        return self.module if isinstance(self.module, SFNONet) else self.module.net
+        step = self.module.net if isinstance(self.module, RolloutNet) else self.module
+        return step.core
 
     def describe(self) -> dict[str, Any]:
         net = self._net_of()
@@ -336,15 +343,16 @@ class SFNO(_SFNOMixin, TorchForecaster):
 
 
 class RolloutNet(nn.Module):
-    """Autoregressive wrapper: ``net`` maps a window of states to the next one; ``forward`` rolls out."""
+    """Autoregressive wrapper: ``net`` maps a window of ``input_steps`` states to the next one;
+    ``forward`` rolls out."""
 
-    def __init__(self, net: SFNONet, output_steps: int) -> None:
+    def __init__(self, net: nn.Module, input_steps: int, output_steps: int) -> None:
         super().__init__()
         self.net = net
-        self.output_steps = output_steps
+        self.input_steps, self.output_steps = input_steps, output_steps
 
     def rollout(self, history: torch.Tensor, steps: int) -> torch.Tensor:
-        window = history[:, -self.net.input_steps:]
+        window = history[:, -self.input_steps:]
         outputs = []
         for _ in range(steps):
             nxt = self.net(window)  # (B, 1, C, H, W)
@@ -378,7 +386,7 @@ class SFNOAutoregressive(_SFNOMixin, TorchForecaster):
     def build(self) -> nn.Module:
         if not 1 <= self.hparams["rollout_steps"] <= self.grid.output_steps:
             raise ValueError(f"rollout_steps must be in 1..{self.grid.output_steps}")
-        return RolloutNet(self._net(1), self.grid.output_steps)
+        return RolloutNet(self._net(1), self.hparams["input_steps"], self.grid.output_steps)
 
     def loss(self, history: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         steps = self.hparams["rollout_steps"]
