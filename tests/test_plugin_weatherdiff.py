@@ -2,11 +2,11 @@
 (``pixel_unet``, ``latent_unet_sd``, ``latent_unet_rae``, ``rae_direct``).
 
 Conformance (the shared checks on the smoke configs), a short training run that must learn, and the
-architecture: U-Net widths and parameter counts at the MODELS.md defaults (closed formula), depth limits
-on the 32 x 64 grid and on latent grids, periodic padding, the timestep-embedding hook, the channel
-adapters, the ViT token pipeline ([-1, 1] -> [0, 1] -> mean/std), the MAE decoder, reconstruction RMSE
-in physical units, and the pretrained-weights routes with weights files the tests write themselves
-(nothing is downloaded).
+architecture: U-Net widths and parameter counts at the original defaults (closed formula; docs/models.md,
+WeatherDiff models), depth limits on the 32 x 64 grid and on latent grids, periodic padding, the channel
+adapters, the standardiser, encoders found through the registry, the staged budget, the ViT token
+pipeline ([-1, 1] -> [0, 1] -> mean/std), the MAE decoder, reconstruction RMSE in physical units, and
+the pretrained-weights routes with weights files the tests write themselves (nothing is downloaded).
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from wxbench.training import count_parameters  # noqa: E402
 from wxbench_weatherdiff.encoders import (SD_SMALL_VAE_CONFIG, SD_TINY_VAE_CONFIG, SD_V1_VAE_CONFIG,  # noqa: E402
                                           RAEEncoder, SDVAEEncoder)
 from wxbench_weatherdiff.forecasters import LatentUNet, PixelUNet, RAEDirect  # noqa: E402
-from wxbench_weatherdiff.latent import ChannelAdapter, LatentScaler, folding_matrix, reconstruction_rmse  # noqa: E402
+from wxbench_weatherdiff.latent import (ChannelAdapter, Standardiser, build_encoder, folding_matrix,  # noqa: E402
+                                        reconstruction_rmse, stage_budget)
 from wxbench_weatherdiff.unet import ConvBlock, UNet, max_depth  # noqa: E402
 from wxbench_weatherdiff.vit import MAEDecoder, ViTTokens, build_backbone, sincos_2d_position_embedding  # noqa: E402
 
@@ -55,7 +56,7 @@ def smoke(cls, seed: int = 0, **overrides):
 
 
 def unet_parameters(cin: int, cout: int, base: int, depth: int) -> int:
-    """Closed-form parameter count of MODELS.md's U-Net (conv biases, GroupNorm affine)."""
+    """Closed-form parameter count of the original design's U-Net (conv biases, GroupNorm affine)."""
     def conv3(i, o):
         return 9 * i * o + o
 
@@ -76,7 +77,7 @@ def unet_parameters(cin: int, cout: int, base: int, depth: int) -> int:
 
 def test_pixel_unet_default_architecture():
     model = PixelUNet(DEFAULT_GRID, device="meta")  # the real defaults, without keeping 31 M weights
-    unet = model.module.unet
+    unet = model.module.core.unet
     assert unet.depth == 4 and unet.widths == [64, 128, 256, 512, 1024]
     assert unet.in_channels == 12 * C and unet.out_channels == 4 * C
     n = count_parameters(model.module)
@@ -117,7 +118,7 @@ def test_circular_longitude_padding_is_equivariant():
     x = torch.randn(1, 6, 16, 32)
     shift = 4  # a multiple of 2**depth keeps the pooling grid aligned
     circ = UNet(6, 2, base_channels=8, depth=2, lon_padding="circular").eval()
-    zero = UNet(6, 2, base_channels=8, depth=2, lon_padding="zeros").eval()
+    zero = UNet(6, 2, base_channels=8, depth=2, lon_padding="zero").eval()
     zero.load_state_dict(circ.state_dict())
     with torch.no_grad():
         a, b = circ(x.roll(shift, -1)), circ(x).roll(shift, -1)
@@ -125,14 +126,10 @@ def test_circular_longitude_padding_is_equivariant():
         assert not torch.allclose(zero(x.roll(shift, -1)), zero(x).roll(shift, -1), atol=1e-3)
 
 
-def test_unet_timestep_embedding():
-    torch.manual_seed(0)
-    unet = UNet(4, 4, base_channels=8, depth=1, time_dim=16).eval()
-    x = torch.randn(2, 4, 8, 8)
-    with torch.no_grad():
-        assert not torch.allclose(unet(x, torch.tensor([1, 1])), unet(x, torch.tensor([500, 500])))
-    with pytest.raises(ValueError, match="diffusion steps"):
-        unet(x)
+@pytest.mark.parametrize("cls", [PixelUNet, LatentUNet], ids=lambda c: c.name)
+def test_unknown_lon_padding_names_the_option(cls):
+    with pytest.raises(ConfigError, match=r"lon_padding must be one of \('circular', 'zero'\), got 'zeros'"):
+        smoke(cls, lon_padding="zeros")
 
 
 def test_residual_forms_start_at_persistence():
@@ -144,7 +141,7 @@ def test_residual_forms_start_at_persistence():
         plain = smoke(cls, residual=False)
         assert not torch.allclose(plain.predict(history), persistence, atol=1e-2), cls.name
     # latent U-Net: starts at the last latent state, i.e. the reconstruction of the last input
-    model = smoke(LatentUNet, vae_type="sd", residual=True)
+    model = smoke(LatentUNet, encoder="sd_vae", residual=True)
     with torch.no_grad():
         expected = model.encoder.decode(model.encoder.encode(history[:, -1]))
     assert torch.allclose(model.predict(history), expected[:, None].expand(-1, 4, -1, -1, -1), atol=1e-4)
@@ -171,13 +168,61 @@ def test_channel_adapter_folding():
         assert torch.allclose(ChannelAdapter(3, 2, inverse=True)(ChannelAdapter(2, 3)(y)), y, atol=1e-6)
 
 
-def test_latent_scaler_roundtrip():
+def test_standardiser_roundtrip():
     z = torch.randn(50, 3, 4, 8) * torch.tensor([1.0, 5.0, 0.1])[:, None, None] + 2.0
-    scaler = LatentScaler(3).fit(z)
-    n = scaler.normalise(z)
+    scaler = Standardiser((3, 1, 1)).fit(z)  # per channel (dim 1)
+    n = scaler(z)
     assert torch.allclose(n.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5)
     assert torch.allclose(n.std(dim=(0, 2, 3)), torch.ones(3), atol=1e-3)
-    assert torch.allclose(scaler.denormalise(n), z, atol=1e-5)
+    assert torch.allclose(scaler.inverse(n), z, atol=1e-5)
+    assert set(scaler.state_dict()) == {"mean", "std"}  # the statistics travel with the state
+
+
+def test_standardiser_keeps_several_dims():
+    # per (lead, channel) of (B, 4, D, n) increments, as the diffusion target is standardised
+    x = torch.randn(20, 4, 3, 6) * torch.arange(1.0, 13.0).reshape(4, 3, 1) + torch.arange(12.0).reshape(4, 3, 1)
+    scaler = Standardiser((4, 3, 1)).fit(x, keep=(1, 2))
+    assert torch.allclose(scaler.mean[..., 0], x.double().mean(dim=(0, 3)).float())
+    assert torch.allclose(scaler.std[..., 0], x.double().transpose(0, 2).reshape(3, 4, -1).std(-1).T.float())
+    constant = Standardiser((2, 1)).fit(torch.ones(5, 2, 3))
+    assert torch.equal(constant.std, torch.full((2, 1), 1e-6))  # a constant channel is not divided by 0
+
+
+def test_stage_budget_slices_the_wall_clock_only():
+    budget = smoke_budget()
+    first = stage_budget(budget, 0.4)
+    assert first.max_seconds == pytest.approx(0.4 * budget.max_seconds)
+    assert (first.max_steps, first.max_epochs, first.batch_size) == (budget.max_steps, budget.max_epochs,
+                                                                     budget.batch_size)
+    rest = stage_budget(budget, 1.0, spent=0.5 * budget.max_seconds, minimum_share=0.1)
+    assert rest.max_seconds == pytest.approx(0.5 * budget.max_seconds)
+    overrun = stage_budget(budget, 1.0, spent=2 * budget.max_seconds, minimum_share=0.1)
+    assert overrun.max_seconds == pytest.approx(0.1 * budget.max_seconds)  # an overrun leaves the floor
+
+
+def test_build_encoder_resolves_like_the_harness():
+    """Class defaults < profile < options, for the encoder found by its registered name."""
+    enc = build_encoder("sd_vae", DEFAULT_GRID, device="cpu", seed=0, profile="smoke", options={"kl_weight": 0.5})
+    assert isinstance(enc, SDVAEEncoder) and enc.name == "sd_vae"
+    assert enc.hparams["vae_config"] == SD_TINY_VAE_CONFIG  # the encoder's own smoke profile
+    assert enc.hparams["kl_weight"] == 0.5 and enc.hparams["freeze_encoder"] is True
+    defaults = build_encoder("rae", DEFAULT_GRID, device="meta", seed=0)
+    assert defaults.hparams == dict(RAEEncoder.hyperparameters)
+
+
+def test_build_encoder_uses_registered_variants(wxbench_registry):
+    class Plugin:
+        from wxbench import hookimpl
+
+        @hookimpl
+        def wxbench_register_encoders(self, register):
+            register(SDVAEEncoder, name="sd_vae_kl", kl_weight=0.25)
+
+    wxbench_registry.add_plugin(Plugin(), name="variant-test")
+    enc = build_encoder("sd_vae_kl", DEFAULT_GRID, device="cpu", seed=0, profile="smoke")
+    assert enc.name == "sd_vae_kl" and enc.hparams["kl_weight"] == 0.25
+    model = smoke(LatentUNet, encoder="sd_vae_kl")
+    assert model.encoder.name == "sd_vae_kl" and model.weights.startswith("sd_vae_kl: ")
 
 
 class _OffsetEncoder(Encoder):
@@ -281,22 +326,22 @@ def test_encoder_input_transform(splits, cls, transform):
     train, val = splits
     plain = smoke(cls)
     plain.fit(train, val, smoke_budget())
-    assert torch.count_nonzero(plain.module.transform.mean_field) == 0  # "none" by default
-    assert torch.equal(plain.module.transform.scale, torch.ones(C, 1, 1))
+    assert torch.count_nonzero(plain.module.transform.mean) == 0  # "none" by default
+    assert torch.equal(plain.module.transform.std, torch.ones(C, 1, 1))
 
     enc = smoke(cls, input_transform=transform)
     enc.fit(train, val, smoke_budget())
     fields = train.fields.double()
     mean = fields.mean(dim=0)
     std = torch.stack([(fields - mean)[:, c].std() for c in range(C)]).float().reshape(C, 1, 1)
-    m, s = enc.module.transform.mean_field, enc.module.transform.scale
+    m, s = enc.module.transform.mean, enc.module.transform.std
     assert torch.allclose(m, mean.float())
     assert torch.allclose(s, std if transform == "standardised_anomaly" else torch.ones(C, 1, 1))
 
     identity = smoke(cls)
     identity.load_state_dict(enc.state_dict())
-    identity.module.transform.mean_field.zero_()
-    identity.module.transform.scale.fill_(1.0)
+    identity.module.transform.mean.zero_()
+    identity.module.transform.std.fill_(1.0)
     x = val.fields[:3]
     with torch.no_grad():
         latent = enc.encode(x)
@@ -489,15 +534,15 @@ def test_rae_pretrained_file_and_cache(tmp_path, monkeypatch):
 # -- latent U-Net ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("vae_type", ["sd", "rae"])
-def test_latent_unet_conformance(vae_type):
-    check_forecaster(LatentUNet, hyperparameters={"vae_type": vae_type})
+@pytest.mark.parametrize("encoder", ["sd_vae", "rae"])
+def test_latent_unet_conformance(encoder):
+    check_forecaster(LatentUNet, hyperparameters={"encoder": encoder})
 
 
 @pytest.fixture(scope="module")
 def fitted_latent_sd(splits):
     torch.set_num_threads(1)
-    model = smoke(LatentUNet, vae_type="sd")
+    model = smoke(LatentUNet, encoder="sd_vae")
     report = model.fit(*splits, smoke_budget())
     return model, report
 
@@ -515,10 +560,20 @@ def test_latent_unet_reports_encoder_and_floor(fitted_latent_sd):
     assert model.weights.startswith("sd_vae: diffusers AutoencoderKL")
 
 
+def test_latent_unet_reloads_frozen_with_its_latent_statistics(fitted_latent_sd, splits):
+    model, _ = fitted_latent_sd
+    other = smoke(LatentUNet, encoder="sd_vae", seed=3)
+    other.load_state_dict(model.state_dict())
+    assert torch.equal(other.scaler.mean, model.scaler.mean) and torch.count_nonzero(model.scaler.mean) > 0
+    assert not any(p.requires_grad for p in other.encoder.module.parameters())  # frozen, as after fit
+    history = splits[1].windows(torch.arange(2))[0]
+    assert torch.equal(other.predict(history), model.predict(history))
+
+
 def test_latent_unet_budget_split(splits, monkeypatch):
     from wxbench import FitReport
 
-    model = smoke(LatentUNet, vae_type="sd", encoder_budget_fraction=0.25)
+    model = smoke(LatentUNet, encoder="sd_vae", encoder_budget_fraction=0.25)
     seen = {}
 
     def fake_fit(train, val, budget):
@@ -543,31 +598,31 @@ def test_latent_unet_depth_on_latent_grids():
         assert max_depth(16, 16) >= 3
         assert count_parameters(UNet(12 * 768, 4 * 768, base_channels=128, depth=3)) \
             == unet_parameters(12 * 768, 4 * 768, 128, 3)
-    model = smoke(LatentUNet, vae_type="sd", unet_depth=3)
-    assert model.depth_used == 2 and model.net.unet.depth == 2
+    model = smoke(LatentUNet, encoder="sd_vae", unet_depth=3)
+    assert model.depth_used == 2 and model.net.core.unet.depth == 2
     assert LatentUNet.hyperparameters["unet_base_channels"] == 128 and LatentUNet.hyperparameters["unet_depth"] == 3
 
 
 def test_latent_unet_without_latent_cache(splits):
-    model = smoke(LatentUNet, vae_type="sd", cache_latents=False)
+    model = smoke(LatentUNet, encoder="sd_vae", cache_latents=False)
     report = model.fit(*splits, smoke_budget())
     assert report.steps > 0
     assert model.predict(splits[0].windows(torch.arange(2))[0]).shape == (2, 4, C, H, W)
 
 
-def test_latent_unet_rejects_unknown_vae_type():
-    with pytest.raises(ConfigError, match="vae_type"):
-        smoke(LatentUNet, vae_type="vqgan")
+def test_latent_unet_rejects_unknown_encoder():
+    with pytest.raises(ConfigError, match="latent_unet: hyperparameter 'encoder': unknown encoder 'vqgan'.*Known: rae, sd_vae"):
+        smoke(LatentUNet, encoder="vqgan")
 
 
 def test_registration_keeps_variant_under_profiles(wxbench_registry):
     from wxbench.runner import resolve_hyperparameters
 
-    for name, vae_type in (("latent_unet_sd", "sd"), ("latent_unet_rae", "rae")):
+    for name, encoder in (("latent_unet_sd", "sd_vae"), ("latent_unet_rae", "rae")):
         reg = wxbench_registry.forecaster(name)
-        assert reg.cls is LatentUNet and reg.variant == {"vae_type": vae_type}
+        assert reg.cls is LatentUNet and reg.variant == {"encoder": encoder}
         for profile in ("smoke", "cpu", "gpu"):
-            assert resolve_hyperparameters(reg, profile, {})["vae_type"] == vae_type
+            assert resolve_hyperparameters(reg, profile, {})["encoder"] == encoder
     for name, cls in (("pixel_unet", PixelUNet), ("rae_direct", RAEDirect)):
         assert wxbench_registry.forecaster(name).cls is cls
     assert wxbench_registry.encoder("sd_vae").cls is SDVAEEncoder
@@ -579,16 +634,17 @@ def test_registration_keeps_variant_under_profiles(wxbench_registry):
 
 def test_rae_direct_adapter_and_freezing():
     model = smoke(RAEDirect)
-    adapter = model.module.in_adapter
+    net = model.module.core
+    adapter = net.in_adapter
     assert adapter.weight.shape == (3, 12 * C, 1, 1)
     assert torch.count_nonzero(adapter.weight[:, :11 * C]) == 0  # starts from the last input state
     assert torch.equal(adapter.weight[:, 11 * C:, 0, 0], folding_matrix(C, 3))
-    assert model.module.decoder.out_channels == 4 * C
-    assert not any(p.requires_grad for p in model.module.tokens.parameters())
+    assert net.decoder.out_channels == 4 * C
+    assert not any(p.requires_grad for p in net.tokens.parameters())
     assert adapter.weight.requires_grad
     fixed = smoke(RAEDirect, train_in_adapter=False, freeze_backbone=False)
-    assert not fixed.module.in_adapter.weight.requires_grad
-    assert all(p.requires_grad for p in fixed.module.tokens.parameters())
+    assert not fixed.module.core.in_adapter.weight.requires_grad
+    assert all(p.requires_grad for p in fixed.module.core.tokens.parameters())
     assert "fine-tuned" in fixed.weights and "UNTRAINED" in fixed.weights
 
 

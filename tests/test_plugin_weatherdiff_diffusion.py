@@ -17,8 +17,9 @@ from wxbench.errors import ConfigError
 from wxbench.testing import check_forecaster, check_learns, smoke_budget, synthetic_split
 from wxbench.training import count_parameters
 
-import wxbench_weatherdiff.diffusion as wd
-from wxbench_weatherdiff.diffusion import LatentDiffusion, LatentUNetDenoiser, RAEDiffusion, TokenDiT
+from wxbench_weatherdiff.denoisers import LatentUNetDenoiser, TokenDiT
+from wxbench_weatherdiff.diffusion import LatentDiffusion, RAEDiffusion
+from wxbench_weatherdiff.latent import cache_frames
 
 
 def smoke(cls, ensemble_size: int = 3, seed: int = 0, **overrides):
@@ -65,7 +66,8 @@ def test_class_contract():
         hp = cls.hyperparameters
         assert (hp["num_train_timesteps"], hp["beta_schedule"], hp["beta_start"], hp["beta_end"]) == \
             (1000, "linear", 1e-4, 0.02)
-    assert LatentDiffusion.encoder_class.name == "sd_vae" and RAEDiffusion.encoder_class.name == "rae"
+    assert LatentDiffusion.hyperparameters["encoder"] == "sd_vae" and RAEDiffusion.hyperparameters["encoder"] == "rae"
+    assert smoke(RAEDiffusion).encoder.name == "rae"  # found through the registry by that name
     assert LatentDiffusion.name == "latent_diffusion" and RAEDiffusion.name == "rae_diffusion"
 
 
@@ -200,13 +202,15 @@ class _Recorder(torch.nn.Module):
 
 def test_loss_is_the_noise_prediction_mse_on_forward_diffused_increments():
     model = smoke(LatentDiffusion)
-    model.stats = {"cond_mean": torch.randn(4), "cond_std": torch.rand(4) + 0.5,
-                   "target_mean": torch.randn(4, 4), "target_std": torch.rand(4, 4) + 0.5}
+    model.cond_scaler.mean.copy_(torch.randn(4, 1, 1))
+    model.cond_scaler.std.copy_(torch.rand(4, 1, 1) + 0.5)
+    model.target_scaler.mean.copy_(torch.randn(4, 4, 1, 1))
+    model.target_scaler.std.copy_(torch.rand(4, 4, 1, 1) + 0.5)
     model.denoiser = _Recorder()
     history, target = torch.randn(3, 12, 4, 4, 8), torch.randn(3, 4, 4, 4, 8)
     loss = model._diffusion_loss(history, target, torch.Generator().manual_seed(7))
     g = torch.Generator().manual_seed(7)
-    mean, std = model.stats["target_mean"][..., None, None], model.stats["target_std"][..., None, None]
+    mean, std = model.target_scaler.mean, model.target_scaler.std
     x0 = (target - history[:, -1:] - mean) / std
     noise = torch.randn(x0.shape, generator=g)
     t = torch.randint(0, 1000, (3,), generator=g)
@@ -214,7 +218,7 @@ def test_loss_is_the_noise_prediction_mse_on_forward_diffused_increments():
     noisy, cond, seen_t = model.denoiser.seen
     assert torch.equal(seen_t, t)
     assert torch.allclose(noisy, abar.sqrt() * x0 + (1 - abar).sqrt() * noise, atol=1e-5)
-    cond_mean, cond_std = model.stats["cond_mean"][:, None, None], model.stats["cond_std"][:, None, None]
+    cond_mean, cond_std = model.cond_scaler.mean, model.cond_scaler.std
     assert torch.allclose(cond, (history - cond_mean) / cond_std)
     assert torch.allclose(loss, (noise ** 2).mean())  # MSE(prediction = 0, noise)
 
@@ -222,13 +226,14 @@ def test_loss_is_the_noise_prediction_mse_on_forward_diffused_increments():
 @pytest.mark.parametrize("increment", [True, False])
 def test_target_round_trip(increment):
     model = smoke(LatentDiffusion, predict_increment=increment)
-    model.stats["target_mean"], model.stats["target_std"] = torch.randn(4, 4), torch.rand(4, 4) + 0.5
+    model.target_scaler.mean.copy_(torch.randn(4, 4, 1, 1))
+    model.target_scaler.std.copy_(torch.rand(4, 4, 1, 1) + 0.5)
     history, target = torch.randn(2, 12, 4, 4, 8), torch.randn(2, 4, 4, 4, 8)
     standardised = model._target(history, target)
     assert torch.allclose(model._untarget(history, standardised), target, atol=1e-5)
     zero = model._untarget(history, torch.zeros_like(standardised))  # the "nothing learnt" forecast
     base = history[:, -1:] if increment else 0.0
-    assert torch.allclose(zero, base + model.stats["target_mean"][..., None, None], atol=1e-6)
+    assert torch.allclose(zero, base + model.target_scaler.mean, atol=1e-6)
 
 
 # -- sampling ----------------------------------------------------------------------------------
@@ -266,18 +271,21 @@ def test_pixel_anchor_adds_the_reconstruction_error_of_the_last_state(splits):
 # -- fit: budget split and reports -------------------------------------------------------------
 
 
-def test_latent_cache_subset_keeps_only_windows_inside_the_kept_blocks():
+def test_latent_cache_keeps_only_windows_inside_the_kept_chunks():
+    """``latent_cache_frames`` caches evenly spaced chunks of 64 frames (the latent U-Net's cache,
+    ``latent.encode_split``); no window spans the gap between two chunks."""
     split = synthetic_split("minmax", n_times=300, seed=1)
-    sub = wd.subset_frames(split, 128, block=64)  # 2 of the 4 whole blocks: frames 0-63 and 192-255
-    assert len(sub.fields) == 128
-    assert torch.equal(sub.fields[:64], split.fields[:64]) and torch.equal(sub.fields[64:], split.fields[192:256])
-    assert len(sub) == 2 * (64 - 16 + 1)  # no window spans the gap between the two blocks
-    history, target = sub.windows(torch.arange(len(sub)))
+    model = smoke(RAEDiffusion)
+    sub = model._latent_split(split, 128)
+    frames = cache_frames(split, 128)
+    assert torch.equal(frames, torch.cat([torch.arange(0, 64), torch.arange(236, 300)]))
+    assert sub.fields.shape == (128, *model.canonical_shape)
+    assert torch.equal(sub.fields, model.encode_frames(split.fields[frames]).cpu())
+    assert len(sub) == 2 * (64 - 16 + 1)  # no window spans the gap between the two chunks
     for i in (0, 48, 49, len(sub) - 1):
-        start = int(sub.starts[i])
-        original = int(torch.nonzero((split.fields == sub.fields[start]).flatten(1).all(1))[0])
-        assert torch.equal(torch.cat([history[i], target[i]]), split.fields[original:original + 16])
-    assert wd.subset_frames(split, None) is split and wd.subset_frames(split, 1000) is split
+        start = int(frames[sub.starts[i]])
+        assert int(frames[sub.starts[i] + 15]) == start + 15  # 16 consecutive original frames
+    assert torch.equal(model._latent_split(split, None).starts, split.starts)  # None: every frame and window
 
 
 def test_denoiser_learns_beyond_predicting_zero_noise(splits):
@@ -308,4 +316,4 @@ def test_fit_reports_encoder_and_diffusion_separately(fitted_latent, splits):
     # the encoder is frozen once trained; its latent statistics come from the training split
     assert not any(p.requires_grad for p in model.encoder.module.parameters())
     latents = model.encode_frames(splits[0].fields)
-    assert torch.allclose(model.stats["cond_mean"], latents.transpose(0, 1).reshape(4, -1).mean(1), atol=1e-4)
+    assert torch.allclose(model.cond_scaler.mean.flatten(), latents.transpose(0, 1).reshape(4, -1).mean(1), atol=1e-4)

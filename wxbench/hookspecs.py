@@ -24,7 +24,7 @@ def wxbench_register_forecasters(register: Callable[..., None]) -> None:
     """Register Forecaster classes: ``register(cls, name=None, **variant_hyperparameters)``.
 
     ``name`` defaults to ``cls.name``; keyword arguments fix hyperparameters for a named variant,
-    e.g. ``register(LatentUNet, name="latent_unet_sd", vae_type="sd")``.
+    e.g. ``register(LatentUNet, name="latent_unet_sd", encoder="sd_vae")``.
     """
 
 

@@ -12,7 +12,7 @@ Options both share (defaults keep the original design): ``input_transform`` (:cl
 ``"anomaly"``, or that departure standardised per channel, ``"standardised_anomaly"``; decoding
 undoes it; the statistics are part of the state), ``lr_schedule`` (``"cosine"`` or ``"constant"``
 after the warm-up, see :func:`wxbench.training.train_module`) and ``batch_size`` (windows per
-training step; None: the profile's). The latent_diffusion ``cpu`` configuration uses all three.
+training step; None: the profile's). Both encoders' ``cpu`` profiles use all three.
 
 ``sd_vae``: Stable Diffusion's VAE, diffusers ``AutoencoderKL``, wrapped as
 ``ChannelAdapter(C -> 3) -> AutoencoderKL -> ChannelAdapter(3 -> C)`` inside the input transform (the
@@ -33,8 +33,8 @@ adapters start as a channel-folding map and its pseudo-inverse, see :mod:`~wxben
   + decoder); they only apply to pretrained weights (a randomly initialised VAE trains whole, noted in
   ``describe()``). ``train_adapter`` trains the two adapters (gradients reach the input adapter
   through a frozen encoder). Encoding and decoding run in chunks of ``vae_batch_size``.
-- Chosen here (MODELS.md is silent): ``freeze_encoder=True, freeze_decoder=False`` (fine-tune the
-  decoder, which MODELS.md says improves on the 5-10 K of the frozen VAE); learning rate 1e-4 for
+- Chosen here (the original design is silent): ``freeze_encoder=True, freeze_decoder=False`` (fine-tune
+  the decoder, which the original design says improves on the 5-10 K of the frozen VAE); learning rate 1e-4 for
   pretrained weights, 1e-3 from scratch (``learning_rate=None``).
 - ``cpu`` profile: no SD weights exist on these machines, and the SD v1 VAE (~28 GFLOP per 32 x 64
   frame for encode + decode) cannot train in a share of 50 s on 2 cores, so a small VAE of the same
@@ -43,9 +43,9 @@ adapters start as a channel-folding map and its pseudo-inverse, see :mod:`~wxben
   channels are its image channels, the adapter 4 -> 4 starting as the identity; 62 k parameters)
   and trained from scratch on standardised anomalies (``input_transform``), one frame per window,
   8 windows per step, on the posterior mean (``sample_posterior`` off: a plain autoencoder converges
-  faster in so few steps), at a constant learning rate 5e-3 after the warm-up. Each of these was
-  measured on the embedded data (the diffusion module's docstring has the numbers): on raw fields,
-  or with four blocks, the VAE does not leave its mean-state plateau within 30 s.
+  faster in so few steps), at a constant learning rate 5e-3 after the warm-up: on raw fields, or with
+  four blocks, the VAE does not leave its mean-state plateau within its share of the budget
+  (docs/weatherdiff-notes.md has the measurements).
 
 ``rae``: representation autoencoder: ``ChannelAdapter(C -> 3)`` -> frozen timm ViT
 (:class:`~wxbench_weatherdiff.vit.ViTTokens`: resize to the backbone's input, [-1, 1] -> [0, 1], the
@@ -58,7 +58,7 @@ backbone's mean/std) -> patch tokens as a grid (D, gh, gw) -> trainable MAE-styl
   to change the input size. Weights from ``pretrained_path`` (a local checkpoint file) or the local
   cache (Hugging Face hub cache, torch hub checkpoints), else the architecture UNTRAINED (random,
   frozen) and ``weights`` says so.
-- Left open by MODELS.md: a C-channel field must become a 3-channel image; a 1x1 ``ChannelAdapter``
+- Left open by the original design: a C-channel field must become a 3-channel image; a 1x1 ``ChannelAdapter``
   does it (trainable with ``train_adapter``, through the frozen backbone), as for the SD VAE.
 - Parameters at the defaults (C = 4): backbone 92.9 M (timm's SigLIP2 ViT-B including its unused
   attention-pool head), decoder 26.1 M (width 512, 8 blocks, 16 heads). A ViT-B/16 at 256 costs
@@ -80,12 +80,13 @@ from torch import nn
 from wxbench import Budget, Encoder, FitReport, GridSpec
 from wxbench.data.splits import SplitData
 from wxbench.errors import ConfigError
-from wxbench.training import autocast, count_parameters, latitude_weighted_mse, train_module
+from wxbench.nn import latitude_weighted_mse
+from wxbench.training import autocast, count_parameters, train_module
 
-from .latent import ChannelAdapter, frame_batch, reconstruction_rmse
+from .latent import ChannelAdapter, Standardiser, frame_batch, moments, reconstruction_rmse
 from .vit import MAEDecoder, ViTTokens, build_backbone
 
-__all__ = ["RAEEncoder", "SDVAEEncoder", "SD_V1_VAE_CONFIG", "load_pretrained_vae"]
+__all__ = ["InputTransform", "RAEEncoder", "SDVAEEncoder", "SD_V1_VAE_CONFIG", "load_pretrained_vae"]
 
 #: the Stable Diffusion v1 VAE (``AutoencoderKL``) configuration: 83.65 M parameters, downsampling 8
 SD_V1_VAE_CONFIG: dict[str, Any] = {
@@ -159,42 +160,36 @@ def load_pretrained_vae(path: str | None) -> tuple[Any | None, str]:
     raise FileNotFoundError(f"vae_pretrained_path {path!r} has no config.json (nor vae/config.json)")
 
 
-class InputTransform(nn.Module):
+class InputTransform(Standardiser):
     """What an autoencoder sees of a field x (C, H, W): x itself (``"none"``), its departure from the
     training split's mean field (``"anomaly"``) or that departure divided by its standard deviation
     per channel (``"standardised_anomaly"``); ``inverse`` undoes it on the decoder's output.
 
-    Why: an autoencoder trained from scratch on raw fields first learns the mean state and then
-    decodes every state to nearly that field for a number of steps that varies from run to run; on
-    standardised anomalies it starts on the departures at once (measured in the diffusion module's
-    docstring). The identity (mean 0, scale 1) until :meth:`fit`.
+    A :class:`~wxbench_weatherdiff.latent.Standardiser` whose mean is a field (C, H, W), not one
+    number per channel, hence its own :meth:`fit`. Why: an autoencoder trained from scratch on raw
+    fields first learns the mean state and then decodes every state to nearly that field for a
+    number of steps that varies from run to run; on standardised anomalies it starts on the
+    departures at once (docs/weatherdiff-notes.md has the measurements). The identity until fitted.
     """
 
     #: the ``input_transform`` values both encoders accept
     KINDS = ("none", "anomaly", "standardised_anomaly")
 
     def __init__(self, channels: int, shape: tuple[int, int]) -> None:
-        super().__init__()
-        self.register_buffer("mean_field", torch.zeros(channels, *shape))
-        self.register_buffer("scale", torch.ones(channels, 1, 1))
+        super().__init__((channels, *shape), (channels, 1, 1))
 
     @torch.no_grad()
-    def fit(self, fields: torch.Tensor, kind: str) -> None:
+    def fit(self, fields: torch.Tensor, kind: str) -> InputTransform:  # type: ignore[override]
         """Statistics of ``kind`` from training fields (T, C, H, W)."""
         if kind == "none":
-            return
+            return self
         fields = fields.double()
         mean = fields.mean(dim=0)
-        self.mean_field.copy_(mean.float())
+        self.mean.copy_(mean.float())
         if kind == "standardised_anomaly":
-            std = (fields - mean).transpose(0, 1).reshape(fields.shape[1], -1).std(dim=1)
-            self.scale.copy_(std.clamp_min(1e-6).float().reshape(-1, 1, 1))
-
-    def forward(self, fields: torch.Tensor) -> torch.Tensor:
-        return (fields - self.mean_field) / self.scale
-
-    def inverse(self, transformed: torch.Tensor) -> torch.Tensor:
-        return transformed * self.scale + self.mean_field
+            _, std = moments(fields - mean, keep=(1,))
+            self.std.copy_(std.reshape(self.std.shape))
+        return self
 
 
 #: training options both encoders share (their defaults keep the original design)
@@ -429,7 +424,8 @@ class RAEModule(nn.Module):
         return self.transform.inverse(self.decoder(latent))
 
 
-#: RAE hyperparameters shared by the ``rae`` encoder and ``rae_direct`` (MODELS.md / MAE defaults)
+#: RAE hyperparameters shared by the ``rae`` encoder and ``rae_direct`` (the original design's and MAE's
+#: defaults; docs/models.md, WeatherDiff models)
 RAE_DEFAULTS: dict[str, Any] = {
     "backbone": "vit_base_patch16_siglip_256.v2_webli",  # SigLIP2-base/16 at 256
     "img_size": None,  # None: the backbone's own input size
@@ -477,8 +473,7 @@ class RAEEncoder(_FieldAutoencoder):
         "smoke": {**RAE_SMOKE, "encode_batch_size": 8, "reconstruction_samples": 8},
         # a fixed (folding) adapter: no backward pass through the backbone, about 3x the steps; the
         # decoder learns standardised anomalies at a constant learning rate, 8 windows per step
-        # (rae_diffusion on the validation split: z500 reconstruction 269 against 655 without, ensemble
-        # mean 15 % below persistence's RMSE at 24 h instead of tying it)
+        # (measured in docs/weatherdiff-notes.md)
         "cpu": {**RAE_CPU, "train_adapter": False, "input_transform": "standardised_anomaly", "learning_rate": 1e-3,
                 "lr_schedule": "constant", "batch_size": 8},
     }

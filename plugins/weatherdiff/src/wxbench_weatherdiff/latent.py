@@ -6,14 +6,18 @@
   (``3 -> C``), so that an untrained adapter already passes every weather channel through.
 - :func:`frame_batch`: single frames for encoder training, drawn from the windows that
   :func:`wxbench.training.train_module` hands to a loss (so encoders train with the one shared loop).
-- :func:`make_encoder`, :func:`fit_encoder`, :func:`sub_budget`: a forecaster builds its own encoder
-  (``vae_type`` ``"sd"`` or ``"rae"``) and trains it on part of its own budget first; the encoder's
-  :class:`~wxbench.FitReport` and seconds go to the forecaster's ``FitReport.extra``.
+- :class:`Standardiser`: ``(x - mean) / std`` with statistics measured on the training split and
+  kept as buffers (so in the state): the latent forecasters' per-channel latent scaling (the role of
+  Stable Diffusion's ``scaling_factor``, measured instead of assumed) and the encoders' input
+  transform.
+- :func:`build_encoder`: the encoder a latent forecaster owns, found by its registered name (the
+  ``encoder`` hyperparameter) the way the harness finds forecasters.
+- :func:`stage_budget`, :func:`fit_encoder`, :func:`freeze_encoder`: a latent forecaster trains its
+  encoder on a share of its own budget first, then freezes it; the rest of the budget trains the
+  forecaster on the latents.
 - :func:`encode_split`: encode every frame of a split (or ``max_frames`` of them, in contiguous
   chunks) once into a latent :class:`~wxbench.SplitData` with the matching window starts, so that
-  ``train_module`` can draw latent windows directly (no encoder pass per training step).
-- :class:`LatentScaler`: per-latent-channel mean/std standardisation from training latents (the
-  role of Stable Diffusion's ``scaling_factor``, measured instead of assumed).
+  ``train_module`` draws latent windows directly (no encoder pass per training step).
 - :func:`reconstruction_rmse`: the latitude-weighted RMSE in physical units of encode -> decode on
   evenly spaced frames of a split: the floor under which no latent model's forecast can go.
 """
@@ -29,11 +33,13 @@ from torch import nn
 
 from wxbench import Budget, Encoder, FitReport, GridSpec
 from wxbench.data.splits import SplitData
+from wxbench.errors import ConfigError
+from wxbench.plugins import get_registry
+from wxbench.runner import resolve_hyperparameters
 
-__all__ = ["ChannelAdapter", "LatentScaler", "cache_frames", "encode_split", "fit_encoder", "frame_batch", "make_encoder",
-           "reconstruction_rmse", "sub_budget"]
-
-ENCODER_NAMES = {"sd": "sd_vae", "rae": "rae"}
+__all__ = ["ChannelAdapter", "Standardiser", "build_encoder", "cache_frames", "encode_split", "fit_encoder",
+           "encoder_parameters", "folding_matrix", "frame_batch", "freeze_encoder", "moments", "reconstruction_floor",
+           "reconstruction_rmse", "stage_budget"]
 
 
 def folding_matrix(c_in: int, c_out: int) -> torch.Tensor:
@@ -79,33 +85,58 @@ def frame_batch(history: torch.Tensor, target: torch.Tensor, frames_per_window: 
     return picked.reshape(b * k, *frames.shape[2:])
 
 
-def sub_budget(budget: Budget, fraction: float) -> Budget:
-    """The same budget with ``fraction`` of its wall clock (step and epoch limits unchanged)."""
-    return replace(budget, max_seconds=budget.max_seconds * fraction)
+def stage_budget(budget: Budget, share: float, *, spent: float = 0.0, minimum_share: float = 0.0) -> Budget:
+    """The budget of one stage of a staged fit (the encoder, then the model on its latents).
+
+    ``share`` of the wall clock less the ``spent`` seconds of the earlier stages, but at least
+    ``minimum_share`` of it (an earlier stage may overrun its share by a step and its validation);
+    the step, epoch and batch limits stay the profile's.
+    """
+    seconds = max(share * budget.max_seconds - spent, minimum_share * budget.max_seconds)
+    return replace(budget, max_seconds=seconds)
 
 
-def make_encoder(vae_type: str, grid: GridSpec, *, device: str, seed: int,
-                 hyperparameters: dict[str, Any] | None = None) -> Encoder:
-    """An ``sd_vae`` (``vae_type="sd"``) or ``rae`` (``"rae"``) encoder with the given hyperparameters."""
-    from .encoders import RAEEncoder, SDVAEEncoder
+def build_encoder(name: str, grid: GridSpec, *, device: str, seed: int, profile: str | None = None,
+                  options: dict[str, Any] | None = None, model: str = "latent model") -> Encoder:
+    """The registered encoder ``name`` with its hyperparameters resolved as the harness resolves a
+    forecaster's: class defaults < registered variant < ``profile``'s overrides < ``options``.
 
-    if vae_type not in ENCODER_NAMES:
-        from wxbench.errors import ConfigError
+    A forecaster is not told the run profile, so its own profiles name the encoder profile to use.
+    An unknown name is a ConfigError naming ``model``'s ``encoder`` option and the known encoders.
+    """
+    try:
+        registration = get_registry().encoder(name)
+    except ConfigError as exc:
+        raise ConfigError(f"{model}: hyperparameter 'encoder': {exc}") from None
+    hparams = resolve_hyperparameters(registration, profile, dict(options or {}))
+    encoder = registration.cls(grid, device=device, seed=seed, **hparams)
+    encoder.name = registration.name  # a registered variant keeps its own name
+    return encoder
 
-        raise ConfigError(f"vae_type must be 'sd' or 'rae', got {vae_type!r}")
-    cls = SDVAEEncoder if vae_type == "sd" else RAEEncoder
-    return cls(grid, device=device, seed=seed, **(hyperparameters or {}))
 
+def freeze_encoder(encoder: Encoder) -> None:
+    """Freeze a trained (or reloaded) encoder: no gradients, eval mode.
 
-def fit_encoder(encoder: Encoder, train: SplitData, val: SplitData, budget: Budget,
-                fraction: float) -> tuple[FitReport, float]:
-    """Train ``encoder`` on ``fraction`` of ``budget``'s wall clock, then freeze it; (report, seconds)."""
-    start = time.perf_counter()
-    report = encoder.fit(train, val, sub_budget(budget, fraction))
+    Besides keeping it out of the forecaster's optimiser, this makes a reloaded model compute exactly
+    what the trained one computed: on CPU, PyTorch picks different (equally exact) matmul kernels for
+    weights with and without ``requires_grad``, and a diffusion sampler amplifies such 1e-7 differences.
+    """
     module = getattr(encoder, "module", None)
     if isinstance(module, nn.Module):
         module.requires_grad_(False)
         module.eval()
+
+
+def fit_encoder(encoder: Encoder, train: SplitData, val: SplitData, budget: Budget,
+                share: float) -> tuple[FitReport, float]:
+    """Train ``encoder`` on ``share`` of ``budget``'s wall clock, then freeze it; (report, seconds).
+
+    The encoder decides what it trains (a frozen pretrained one reports "nothing to train"); its fit
+    also measures its input transform's statistics and its reconstruction floor.
+    """
+    start = time.perf_counter()
+    report = encoder.fit(train, val, stage_budget(budget, share))
+    freeze_encoder(encoder)
     return report, time.perf_counter() - start
 
 
@@ -152,30 +183,41 @@ def encode_split(encoder: Encoder, split: SplitData, *, batch_size: int = 64,
                      split.normaliser)
 
 
-class LatentScaler(nn.Module):
-    """Per-channel standardisation of latents (B, ..., C_latent, h, w) on the channel dim (-3)."""
+class Standardiser(nn.Module):
+    """``x -> (x - mean) / std`` and back, with ``mean`` and ``std`` buffers (part of the state).
 
-    def __init__(self, channels: int) -> None:
+    The buffers have the shapes given (``std_shape`` defaults to ``mean_shape``) and broadcast against
+    the trailing dims of ``x``: ``(C, 1, 1)`` standardises each channel of (..., C, h, w) latents.
+    The identity (mean 0, std 1) until :meth:`fit`.
+    """
+
+    def __init__(self, mean_shape: tuple[int, ...], std_shape: tuple[int, ...] | None = None) -> None:
         super().__init__()
-        self.register_buffer("mean", torch.zeros(channels))
-        self.register_buffer("std", torch.ones(channels))
+        self.register_buffer("mean", torch.zeros(mean_shape))
+        self.register_buffer("std", torch.ones(mean_shape if std_shape is None else std_shape))
 
     @torch.no_grad()
-    def fit(self, latents: torch.Tensor) -> LatentScaler:
-        """Statistics from latents (N, C_latent, h, w)."""
-        x = latents.transpose(0, 1).reshape(latents.shape[1], -1).double()
-        self.mean.copy_(x.mean(dim=1).float())
-        self.std.copy_(x.std(dim=1).clamp(min=1e-6).float())
+    def fit(self, x: torch.Tensor, keep: tuple[int, ...] = (1,)) -> Standardiser:
+        """Mean and standard deviation of ``x`` for each index of its dims ``keep`` (over all other
+        dims), computed in float64; a std below 1e-6 counts as 1e-6."""
+        mean, std = moments(x, keep)
+        self.mean.copy_(mean.reshape(self.mean.shape))
+        self.std.copy_(std.reshape(self.std.shape))
         return self
 
-    def _view(self, t: torch.Tensor) -> torch.Tensor:
-        return t.view(-1, 1, 1)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
 
-    def normalise(self, z: torch.Tensor) -> torch.Tensor:
-        return (z - self._view(self.mean)) / self._view(self.std)
+    def inverse(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.std + self.mean
 
-    def denormalise(self, z: torch.Tensor) -> torch.Tensor:
-        return z * self._view(self.std) + self._view(self.mean)
+
+def moments(x: torch.Tensor, keep: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) of ``x`` per index of its dims ``keep``, over all other dims: float32 of float64
+    statistics, shaped like the kept dims; the std is clamped below at 1e-6."""
+    kept = x.movedim(keep, tuple(range(len(keep))))
+    flat = kept.reshape(*kept.shape[:len(keep)], -1).double()
+    return flat.mean(-1).float(), flat.std(-1).clamp_min(1e-6).float()
 
 
 @torch.no_grad()
@@ -200,3 +242,25 @@ def reconstruction_rmse(encoder: Encoder, split: SplitData, *, limit: int = 64,
         total += (diff ** 2 * weights[:, None]).mean(dim=(-2, -1)).sum(dim=0)
     mse = total / len(index)
     return {name: float(v) for name, v in zip(split.grid.channels, mse.sqrt().cpu())}
+
+
+def reconstruction_floor(encoder: Encoder, val: SplitData) -> dict[str, float]:
+    """:func:`reconstruction_rmse` on the encoder's ``reconstruction_samples`` (default 64) validation
+    frames: the floor a latent forecaster reports (it never sees the test split before it is scored)."""
+    return reconstruction_rmse(encoder, val, limit=int(encoder.hparams.get("reconstruction_samples", 64)))
+
+
+def encoder_parameters(encoder: Encoder) -> int:
+    """The encoder's parameter count: its ``describe()["parameters"]``, else the numbers in its state."""
+    count = encoder.describe().get("parameters")
+    return int(count) if count is not None else _tensor_numel(encoder.state_dict())
+
+
+def _tensor_numel(obj: Any) -> int:
+    if isinstance(obj, torch.Tensor):
+        return obj.numel()
+    if isinstance(obj, dict):
+        return sum(_tensor_numel(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_numel(v) for v in obj)
+    return 0

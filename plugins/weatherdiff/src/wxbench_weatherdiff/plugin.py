@@ -1,3 +1,5 @@
+"""The WeatherDiff plugin's hooks: encoders first, as the latent forecasters look them up by name."""
+
 from wxbench import hookimpl
 
 
@@ -15,8 +17,8 @@ def wxbench_register_forecasters(register):
     from .forecasters import LatentUNet, PixelUNet, RAEDirect
 
     register(PixelUNet)
-    register(LatentUNet, name="latent_unet_sd", vae_type="sd")
-    register(LatentUNet, name="latent_unet_rae", vae_type="rae")
+    register(LatentUNet, name="latent_unet_sd", encoder="sd_vae")
+    register(LatentUNet, name="latent_unet_rae", encoder="rae")
     register(RAEDirect)
     register(LatentDiffusion)
     register(RAEDiffusion)

@@ -1,34 +1,33 @@
-"""U-Net building blocks shared by the WeatherDiff models (pixel U-Net, latent U-Net, latent diffusion).
+"""The U-Net of the WeatherDiff deterministic models (pixel U-Net, latent U-Net).
 
-The architecture follows MODELS.md:
+The architecture follows the original design (docs/models.md, WeatherDiff models):
 
-- :class:`ConvBlock`: (Conv3x3 -> GroupNorm(8) -> SiLU) twice. With ``time_dim`` set, a timestep
-  embedding is projected to the block's width and added after the first GroupNorm-SiLU (the DDPM
-  convention), so the same U-Net serves deterministic forecasters and diffusion denoisers.
+- :class:`ConvBlock`: (Conv3x3 -> GroupNorm(8) -> SiLU) twice.
 - :class:`UNet`: ``depth`` down stages (ConvBlock, keep the skip, MaxPool(2)), a ConvBlock
   bottleneck, ``depth`` up stages (ConvTranspose(k2, s2), concatenate the skip, ConvBlock), and a
   1x1 output convolution. Widths ``base * 2**i`` at stage ``i`` (``base * 2**depth`` at the
   bottleneck), optionally capped by ``max_channels``.
+- :class:`TimeFoldedUNet`: a history (B, T, C, H, W) with time folded into channels through a U-Net
+  to (B, S, C, H, W), as the original did (no explicit temporal model).
 - Spatial sizes must be divisible by ``2**depth``; :func:`max_depth` says how deep a grid allows
   (32 x 64 halves 5 times; the SD-VAE latent of a 32 x 64 field, 4 x 8, only twice).
-- ``lon_padding="circular"`` pads the 3x3 convolutions periodically in longitude (last dim) and with
-  zeros in latitude; ``"zeros"`` is PyTorch's default (what the original used).
-- :class:`TimestepEmbedding`: sinusoidal embedding of the diffusion step followed by an MLP
-  (Linear -> SiLU -> Linear), as in DDPM.
+- The 3x3 convolutions are :class:`wxbench.nn.GridConv2d`: ``lon_padding="circular"`` pads them
+  periodically in longitude (last dim) and with zeros in latitude; ``"zero"`` is PyTorch's zero
+  padding (what the original used).
 
-Cost at the MODELS.md pixel defaults (base 64, depth 4, 48 -> 16 channels on 32 x 64): about 31 M
+Cost at the original pixel defaults (base 64, depth 4, 48 -> 16 channels on 32 x 64): about 31 M
 parameters and roughly 3 GFLOP per sample forward.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ConvBlock", "TimestepEmbedding", "UNet", "max_depth", "sinusoidal_embedding"]
+from wxbench.errors import ConfigError
+from wxbench.nn import GridConv2d, check_padding
+
+__all__ = ["ConvBlock", "TimeFoldedUNet", "UNet", "max_depth"]
 
 
 def max_depth(height: int, width: int) -> int:
@@ -39,82 +38,32 @@ def max_depth(height: int, width: int) -> int:
     return depth
 
 
-class Conv3x3(nn.Conv2d):
-    """3x3 convolution, 'same' size; ``lon_padding="circular"`` wraps the last (longitude) dim."""
-
-    def __init__(self, in_channels: int, out_channels: int, lon_padding: str = "zeros") -> None:
-        if lon_padding not in ("zeros", "circular"):
-            raise ValueError(f"lon_padding must be 'zeros' or 'circular', got {lon_padding!r}")
-        super().__init__(in_channels, out_channels, 3, padding=1 if lon_padding == "zeros" else 0)
-        self.lon_padding = lon_padding
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.lon_padding == "circular":
-            x = F.pad(x, (1, 1, 0, 0), mode="circular")  # longitude wraps around
-            x = F.pad(x, (0, 0, 1, 1))  # latitude: zeros beyond the poles
-        return super().forward(x)
-
-
 class ConvBlock(nn.Module):
-    """(Conv3x3 -> GroupNorm -> SiLU) x 2, with an optional additive timestep embedding."""
+    """(Conv3x3 -> GroupNorm -> SiLU) x 2."""
 
-    def __init__(self, in_channels: int, out_channels: int, *, groups: int = 8, time_dim: int | None = None,
-                 lon_padding: str = "zeros") -> None:
+    def __init__(self, in_channels: int, out_channels: int, *, groups: int = 8, lon_padding: str = "zero") -> None:
         super().__init__()
         if out_channels % groups:
-            raise ValueError(f"GroupNorm({groups}) needs a width divisible by {groups}, got {out_channels}")
-        self.conv1 = Conv3x3(in_channels, out_channels, lon_padding)
+            raise ConfigError(f"groups: GroupNorm({groups}) needs a width divisible by {groups}, got {out_channels}")
+        self.conv1 = GridConv2d(in_channels, out_channels, 3, lon_padding=lon_padding)
         self.norm1 = nn.GroupNorm(groups, out_channels)
-        self.conv2 = Conv3x3(out_channels, out_channels, lon_padding)
+        self.conv2 = GridConv2d(out_channels, out_channels, 3, lon_padding=lon_padding)
         self.norm2 = nn.GroupNorm(groups, out_channels)
         self.act = nn.SiLU()
-        self.time_proj = nn.Linear(time_dim, out_channels) if time_dim else None
 
-    def forward(self, x: torch.Tensor, t_emb: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.act(self.norm1(self.conv1(x)))
-        if self.time_proj is not None:
-            if t_emb is None:
-                raise ValueError("this ConvBlock was built with time_dim; pass a timestep embedding")
-            h = h + self.time_proj(t_emb)[:, :, None, None]
-        return self.act(self.norm2(self.conv2(h)))
-
-
-def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
-    """(B,) timesteps -> (B, dim) [cos | sin] features at geometrically spaced frequencies."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-    args = t.float()[:, None] * freqs[None]
-    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
-    if dim % 2:
-        emb = F.pad(emb, (0, 1))
-    return emb
-
-
-class TimestepEmbedding(nn.Module):
-    """Sinusoidal features of the diffusion step -> Linear -> SiLU -> Linear (width ``dim``)."""
-
-    def __init__(self, dim: int, frequency_dim: int | None = None) -> None:
-        super().__init__()
-        self.frequency_dim = frequency_dim or dim
-        self.mlp = nn.Sequential(nn.Linear(self.frequency_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
-
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.mlp(sinusoidal_embedding(t, self.frequency_dim))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm2(self.conv2(self.act(self.norm1(self.conv1(x))))))
 
 
 class UNet(nn.Module):
-    """U-Net (B, in_channels, H, W) -> (B, out_channels, H, W); H and W divisible by 2**depth.
-
-    ``time_dim``: when set, ``forward(x, t)`` takes diffusion steps ``t`` (B,) and every ConvBlock
-    receives their embedding (a :class:`TimestepEmbedding` of width ``time_dim``).
-    """
+    """U-Net (B, in_channels, H, W) -> (B, out_channels, H, W); H and W divisible by 2**depth."""
 
     def __init__(self, in_channels: int, out_channels: int, *, base_channels: int = 64, depth: int = 4,
-                 groups: int = 8, max_channels: int | None = None, time_dim: int | None = None,
-                 lon_padding: str = "zeros") -> None:
+                 groups: int = 8, max_channels: int | None = None, lon_padding: str = "zero") -> None:
         super().__init__()
         if depth < 0:
-            raise ValueError(f"depth must be >= 0, got {depth}")
+            raise ConfigError(f"depth must be >= 0, got {depth}")
+        check_padding(lon_padding)
         self.depth = depth
         self.in_channels, self.out_channels = in_channels, out_channels
 
@@ -123,8 +72,7 @@ class UNet(nn.Module):
             return min(w, max_channels) if max_channels else w
 
         self.widths = [width(i) for i in range(depth + 1)]
-        self.time_embedding = TimestepEmbedding(time_dim) if time_dim else None
-        kw = dict(groups=groups, time_dim=time_dim, lon_padding=lon_padding)
+        kw = dict(groups=groups, lon_padding=lon_padding)
         self.down = nn.ModuleList()
         ch = in_channels
         for level in range(depth):
@@ -139,23 +87,31 @@ class UNet(nn.Module):
             self.up.append(ConvBlock(2 * self.widths[level], self.widths[level], **kw))
         self.head = nn.Conv2d(self.widths[0], out_channels, 1)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         if h % 2 ** self.depth or w % 2 ** self.depth:
             raise ValueError(f"U-Net of depth {self.depth} needs H and W divisible by {2 ** self.depth}, "
                              f"got {h} x {w} (max depth for this grid: {max_depth(h, w)})")
-        t_emb = None
-        if self.time_embedding is not None:
-            if t is None:
-                raise ValueError("this U-Net was built with time_dim; pass the diffusion steps t")
-            t_emb = self.time_embedding(t)
         skips = []
         for block in self.down:
-            x = block(x, t_emb)
+            x = block(x)
             skips.append(x)
             x = self.pool(x)
-        x = self.bottleneck(x, t_emb)
+        x = self.bottleneck(x)
         for upsample, block in zip(self.upsample, self.up):
             x = upsample(x)
-            x = block(torch.cat([x, skips.pop()], dim=1), t_emb)
+            x = block(torch.cat([x, skips.pop()], dim=1))
         return self.head(x)
+
+
+class TimeFoldedUNet(nn.Module):
+    """History (B, T, C, H, W) -> (B, T*C, H, W) -> U-Net -> (B, S, C, H, W): time folded into channels."""
+
+    def __init__(self, channels: int, input_steps: int, output_steps: int, **unet_options) -> None:
+        super().__init__()
+        self.output_steps = output_steps
+        self.unet = UNet(input_steps * channels, output_steps * channels, **unet_options)
+
+    def forward(self, history: torch.Tensor) -> torch.Tensor:
+        b, t, c, h, w = history.shape
+        return self.unet(history.reshape(b, t * c, h, w)).reshape(b, self.output_steps, c, h, w)
