@@ -4,7 +4,7 @@ The proof does not count calls: every zarr chunk that must not be read (other va
 pressure levels, times outside the selection) is overwritten with garbage, so reading any of them
 fails; the selection still loads, with the right values.
 
-Granularity: the reader's dask blocks are ``readers.TIME_CHUNK`` (1460) steps of one channel, and a
+Granularity: the reader's dask blocks are ``wb2.TIME_CHUNK`` (1460) steps of one channel, and a
 block is read whole, so a time subset reads the blocks that overlap it (about 12 MB per channel and
 block at 5.625 deg). The tests shrink ``TIME_CHUNK`` to the store's own chunk length (8) to show that
 with a small store; the mechanism is the same.
@@ -21,7 +21,7 @@ import pytest
 
 from wxbench.data.benchmarks import Benchmark
 from wxbench.data.loading import load_benchmark
-from wxbench.data.readers import open_wb2
+from wxbench.data.wb2 import open_wb2
 from wxbench.testing_data import make_times, make_wb2_dataset, synthetic_values, write_wb2_store
 
 LEVELS = (250, 500, 700, 850, 1000)
@@ -68,9 +68,9 @@ def _corrupt_all_but(store: Path, keep: dict[str, set[int]], times: np.ndarray, 
 
 @pytest.fixture(autouse=True)
 def small_blocks(monkeypatch):
-    from wxbench.data import readers
+    from wxbench.data import wb2
 
-    monkeypatch.setattr(readers, "TIME_CHUNK", TIME_CHUNK)
+    monkeypatch.setattr(wb2, "TIME_CHUNK", TIME_CHUNK)
 
 
 def _store_copy(store: Path, tmp_path: Path) -> Path:

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from wxbench.data import readers
-from wxbench.data.readers import (CHANNEL_ALIASES, LATITUDES, LONGITUDES, canonical_channel, open_wb1, open_wb2,
-                                  parse_channel, validate_fields, wb1_file_path, wb2_location)
+from wxbench.data import layout
+from wxbench.data.channels import CHANNEL_ALIASES, canonical_channel, parse_channel, wb2_location
+from wxbench.data.layout import LATITUDES, LONGITUDES, validate_fields
+from wxbench.data.wb1 import open_wb1, wb1_file_path
+from wxbench.data.wb2 import open_wb2
 from wxbench.errors import DataError
 from wxbench.testing_data import (make_times, make_wb1_dataset, make_wb2_dataset, synthetic_values, write_wb1_file,
                                   write_wb1_layout, write_wb2_layout, write_wb2_store)
@@ -307,7 +309,7 @@ def test_wb1_grid_mismatch(tmp_path):
 
 def test_wb1_missing_folder_and_file(tmp_path):
     root = _wb1(tmp_path)
-    _raises([f"no folder for channel 'z500'", str(root / "geopotential_500"), str(root / "geopotential")],
+    _raises(["no folder for channel 'z500'", str(root / "geopotential_500"), str(root / "geopotential")],
             open_wb1, root, ["t850", "z500"])
     _raises(["missing file for year 1981", str(root / "temperature_850" / "temperature_850hPa_1981_5.625deg.nc")],
             open_wb1, root, ["t850"], years=[1979, 1980, 1981])
@@ -452,7 +454,7 @@ def test_validate_fields_rejects_bad_layouts(wb2_store):
 
 
 def test_value_check_goes_block_by_block(wb2_store, monkeypatch):
-    monkeypatch.setattr(readers, "VALUE_CHECK_BLOCK", 4)
+    monkeypatch.setattr(layout, "VALUE_CHECK_BLOCK", 4)
     fields = open_wb2(wb2_store, ["t850", "t2m"])
     assert fields.chunks[0] == (16,)
     fields = fields.chunk({"time": 4})

@@ -1,35 +1,22 @@
 """Forecasts in the WeatherBench 2 forecast layout, so the field's own evaluation code can score them.
 
 Dims ``time`` (initialisation), ``prediction_timedelta``, ``latitude``, ``longitude`` (plus ``number``
-for ensemble members); variables by WB2 long name with a ``level`` coordinate for pressure levels.
+for ensemble members); variables by WB2 long name with a ``level`` coordinate for pressure levels (each
+variable only its own levels) and the ``units`` and ``long_name`` of the channel catalogue
+(:mod:`wxbench.data.channels`).
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 import torch
 import xarray as xr
 
+from .atomic import atomic_path
+from .data.channels import ChannelSpec, parse_channel, wb2_location
 from .interfaces import GridSpec
-
-#: short channel prefix -> WB2 long variable name
-LONG_NAMES = {"z": "geopotential", "t": "temperature", "u": "u_component_of_wind", "v": "v_component_of_wind",
-              "q": "specific_humidity", "r": "relative_humidity", "t2m": "2m_temperature",
-              "u10": "10m_u_component_of_wind", "v10": "10m_v_component_of_wind", "msl": "mean_sea_level_pressure",
-              "tp": "total_precipitation"}
-
-
-def split_channel(channel: str) -> tuple[str, int | None]:
-    """'z500' -> ('geopotential', 500); 't2m' -> ('2m_temperature', None)."""
-    if channel in LONG_NAMES:
-        return LONG_NAMES[channel], None
-    match = re.fullmatch(r"([a-z]+)(\d+)", channel)
-    if match and match.group(1) in LONG_NAMES:
-        return LONG_NAMES[match.group(1)], int(match.group(2))
-    return channel, None
 
 
 def forecasts_to_dataset(forecasts: torch.Tensor, init_times: np.ndarray, grid: GridSpec, *,
@@ -44,27 +31,26 @@ def forecasts_to_dataset(forecasts: torch.Tensor, init_times: np.ndarray, grid: 
     }
     if ensemble:
         coords["number"] = np.arange(values.shape[1])
-    by_name: dict[str, list[tuple[int | None, np.ndarray]]] = {}
+    by_name: dict[str, list[tuple[ChannelSpec, np.ndarray]]] = {}  # WB2 variable -> its channels, in order
     for i, channel in enumerate(grid.channels):
-        name, level = split_channel(channel)
-        by_name.setdefault(name, []).append((level, values[..., i, :, :]))
+        name, _ = wb2_location(channel)  # DataError naming an unknown channel
+        by_name.setdefault(name, []).append((parse_channel(channel), values[..., i, :, :]))
     data_vars = {}
     for name, parts in by_name.items():
-        if parts[0][0] is None:
-            data_vars[name] = xr.DataArray(parts[0][1], dims=dims + ["latitude", "longitude"])
+        first = parts[0][0]
+        attrs = {"units": first.units, "long_name": first.variable.description}
+        if first.level is None:
+            data_vars[name] = xr.DataArray(parts[0][1], dims=dims + ["latitude", "longitude"], attrs=attrs)
         else:
             stacked = np.stack([p[1] for p in parts], axis=len(dims))
             data_vars[name] = xr.DataArray(stacked, dims=dims + ["level", "latitude", "longitude"],
-                                           coords={"level": [p[0] for p in parts]})
+                                           coords={"level": [p[0].level for p in parts]}, attrs=attrs)
     return xr.Dataset(data_vars, coords=coords)
 
 
 def write_wb2_forecasts(path: Path, forecasts: torch.Tensor, init_times: np.ndarray, grid: GridSpec, *,
                         ensemble: bool) -> None:
-    """Write atomically (temporary file, then rename)."""
+    """Write atomically (see :mod:`wxbench.atomic`)."""
     ds = forecasts_to_dataset(forecasts, init_times, grid, ensemble=ensemble)
-    path = Path(path)
-    tmp = path.with_suffix(".tmp.nc")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.to_netcdf(tmp, engine="netcdf4")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        ds.to_netcdf(tmp, engine="netcdf4")

@@ -22,7 +22,9 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from .data.readers import LATITUDES, LONGITUDES, parse_channel, wb1_file_path
+from .data.channels import parse_channel
+from .data.layout import LATITUDES, LONGITUDES
+from .data.wb1 import wb1_file_path
 
 __all__ = ["DEFAULT_END_WB1", "DEFAULT_END_WB2", "DEFAULT_START", "make_times", "make_wb1_dataset",
            "make_wb2_dataset", "synthetic_values", "write_wb1_file", "write_wb1_layout", "write_wb2_layout",
@@ -114,7 +116,7 @@ def make_wb1_dataset(channels: str | Sequence[str], times: np.ndarray, *, seed: 
         "lat": xr.Variable("lat", lat.copy(), {"units": "degrees_north", "long_name": "latitude"}),
         "lon": xr.Variable("lon", LONGITUDES.copy(), {"units": "degrees_east", "long_name": "longitude"}),
     }
-    attrs = {"units": var.units, "long_name": var.long_name}
+    attrs = {"units": var.units, "long_name": var.description}
 
     def field(spec: Any) -> np.ndarray:
         v = synthetic_values(spec.name, t, seed=seed)
@@ -218,7 +220,7 @@ def make_wb2_dataset(channels: Sequence[str], times: np.ndarray, *, seed: int = 
             raise ValueError(f"channel {s.name!r} has no WB2 variable")
         if var.wb2_name in data_vars:
             continue
-        attrs = {"units": var.units, "long_name": var.long_name}
+        attrs = {"units": var.units, "long_name": var.description}
         if var.pressure_level:
             data = np.stack([field(f"{var.short}{lev}") for lev in levels], axis=1)
             data_vars[var.wb2_name] = (("time", "level", "longitude", "latitude"), data, attrs)

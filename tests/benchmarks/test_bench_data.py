@@ -7,7 +7,7 @@ wxbench gathers the whole batch with one index operation on an in-memory tensor.
 loader it replaces takes ``fields.isel(time=slice(s, s + 16))`` per sample and stacks the
 results. It is timed on two layouts of the same numbers:
 
-* ``lazy``: the layout wxbench's WB1/WB2 readers return (``wxbench.data.readers``): a dask-backed
+* ``lazy``: the layout wxbench's WB1/WB2 readers return (``wxbench.data.wb2``): a dask-backed
   ``(time, channel, lat, lon)`` DataArray, one chunk per channel and ``TIME_CHUNK`` steps; the
   chunks are already in memory, so no disk I/O is counted, only xarray's and dask's per-sample
   work. This is the loader one writes on an opened dataset, and the one the >= 50x target is for.
@@ -28,7 +28,8 @@ import torch
 import xarray as xr
 
 from wxbench.benchmarking import GROUP_DATA, median_seconds_round_robin, record_ratio
-from wxbench.data.readers import DIMS, TIME_CHUNK
+from wxbench.data.layout import DIMS
+from wxbench.data.wb2 import TIME_CHUNK
 from wxbench.testing import synthetic_split
 
 N_TIMES = 2500

@@ -32,7 +32,8 @@ class Benchmark:
     input_steps: int = 12
     output_steps: int = 4
     step_hours: int = 6
-    #: steps between two test initialisations (2 = every 12 h, as WB2 evaluates at 00 and 12 UTC)
+    #: steps between two test initialisations (2 = every 12 h; which hours they fall on is described in
+    #: docs/protocol.md, Windows and initialisation times)
     test_stride: int = 2
     #: data location for wb1/wb2 sources (a folder or zarr store); overridable with --data-path
     path: str | None = None

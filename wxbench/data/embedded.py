@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from ..atomic import atomic_path, write_atomic
 from ..errors import DataError
 from .benchmarks import Benchmark
 
@@ -81,15 +82,12 @@ def prepare(benchmark: Benchmark, *, force: bool = False, progress: bool = True,
         "content_hash": digest,
         "generation_seconds": round(seconds, 1),
     })
-    tmp = path.with_suffix(".tmp.nc")
-    ds.to_netcdf(tmp, engine="netcdf4")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        ds.to_netcdf(tmp, engine="netcdf4")
     # the marker is written last: its presence means the file above is complete
     marker = {"content_hash": digest, "generator_version": GENERATOR_VERSION,
               "generation_seconds": round(seconds, 1), "benchmark": benchmark.key}
-    tmp_marker = marker_path(path).with_suffix(".tmp")
-    tmp_marker.write_text(json.dumps(marker, indent=2))
-    os.replace(tmp_marker, marker_path(path))
+    write_atomic(marker_path(path), json.dumps(marker, indent=2).encode())
     return path
 
 

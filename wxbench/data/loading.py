@@ -69,18 +69,19 @@ def _open_source(benchmark: Benchmark, progress: bool) -> tuple[xr.DataArray, st
     if benchmark.path is None:
         raise DataError(f"benchmark {benchmark.name!r} reads {benchmark.source.upper()} data: give its location "
                         "with --data-path (or `path` in the benchmark's TOML file)")
-    from . import readers
-
     path = Path(benchmark.path).expanduser()
     if not path.exists():
         raise DataError(f"benchmark {benchmark.name!r}: data path {path} does not exist")
     if benchmark.source == "wb1":
         first = int(benchmark.train[0][:4])
         last = int(benchmark.test[1][:4])
-        fields = readers.open_wb1(path, benchmark.channels, years=range(first, last + 1),
-                                  step_hours=benchmark.step_hours)
+        from .wb1 import open_wb1
+
+        fields = open_wb1(path, benchmark.channels, years=range(first, last + 1), step_hours=benchmark.step_hours)
     else:
-        fields = readers.open_wb2(path, benchmark.channels, step_hours=benchmark.step_hours)
+        from .wb2 import open_wb2
+
+        fields = open_wb2(path, benchmark.channels, step_hours=benchmark.step_hours)
     return fields, str(path)
 
 
@@ -88,7 +89,7 @@ def load_benchmark(benchmark: Benchmark, *, progress: bool = True) -> BenchmarkD
     """Read, validate and split a benchmark's data; statistics from the training split only."""
     benchmark.validate()
     raw, source = _open_source(benchmark, progress)
-    from .readers import validate_fields
+    from .layout import validate_fields
 
     # the embedded data has a deliberate gap between its trajectories; real data must have none
     parts: dict[str, torch.Tensor] = {}

@@ -64,17 +64,14 @@ from typing import Any
 
 import numpy as np
 
+from .channels import parse_channel
+
 GENERATOR_VERSION = "held-suarez-1"
+#: output channels; their levels, units and descriptions come from the channel catalogue
 VARIABLES = ("z500", "t850", "u850", "v850")
-UNITS = {"z500": "m2 s-2", "t850": "K", "u850": "m s-1", "v850": "m s-1"}
-LONG_NAMES = {
-    "z500": "geopotential at 500 hPa",
-    "t850": "temperature at 850 hPa",
-    "u850": "eastward wind at 850 hPa",
-    "v850": "northward wind at 850 hPa",
-}
+_CHANNELS = tuple(parse_channel(v) for v in VARIABLES)
 # Pressure (hPa) of each output variable, in VARIABLES order.
-_LEVELS_HPA = (500.0, 850.0, 850.0, 850.0)
+_LEVELS_HPA = tuple(float(c.level) for c in _CHANNELS)
 
 # Numerical parameters. Changing any of them changes the output: bump GENERATOR_VERSION and
 # regenerate the spin-up file (its stored parameters are checked on load).
@@ -303,8 +300,8 @@ def simulate_trajectory(days: float, *, start: str = "spunup-0", seed: int = 0,
     time = np.datetime64(start_time, "ns") + np.arange(n) * np.timedelta64(int(SAVE_EVERY_HOURS), "h")
     coords = dict(time=time, lat=("lat", m.lat, {"units": "degrees_north"}),
                   lon=("lon", m.lon, {"units": "degrees_east"}))
-    data = {v: (("time", "lat", "lon"), frames[:, i], {"units": UNITS[v], "long_name": LONG_NAMES[v]})
-            for i, v in enumerate(VARIABLES)}
+    data = {c.name: (("time", "lat", "lon"), frames[:, i], {"units": c.units, "long_name": c.description})
+            for i, c in enumerate(_CHANNELS)}
     attrs = dict(_parameters(), start=start, seed=seed, start_time=str(start_time),
                  first_time="initial state (time[0] == start_time)")
     return xr.Dataset(data, coords=coords, attrs=attrs)
