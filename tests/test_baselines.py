@@ -10,7 +10,8 @@ from sklearn.linear_model import Ridge
 
 from wxbench.interfaces import GridSpec
 from wxbench.testing import DEFAULT_GRID, smoke_budget, synthetic_split
-from wxbench_baselines.models import Climatology, LinearRegression, MultiOutputLinearRegression, Persistence
+from wxbench.baselines import Climatology, Persistence
+from wxbench_baselines.models import LinearRegression, MultiOutputLinearRegression
 
 
 @pytest.fixture(scope="module")

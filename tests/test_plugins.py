@@ -59,7 +59,9 @@ def test_broken_plugin_is_reported_and_the_others_still_load(private_site, monke
     out = CliRunner().invoke(main, ["plugins"])
     assert out.exit_code == 0
     assert "broken-plugin" in out.output and "ERROR: Error importing plugin" in out.output
-    assert "forecasters: persistence, climatology, lr, lr_multi" in out.output
+    assert "forecasters: lr, lr_multi" in out.output
+    # the core's reference baselines come first, from the built-in plugin
+    assert out.output.startswith("wxbench  (wxbench ") and "forecasters: persistence, climatology" in out.output
 
 
 def test_misspelled_hook_is_reported(private_site):
@@ -95,8 +97,8 @@ def test_duplicate_model_name_names_both_plugins():
     registry.load_entry_points()
     info = registry.add_plugin(Plugin(), name="dup-plugin")
     assert "'persistence' registered twice" in info.error
-    assert "'baselines'" in info.error and "'dup-plugin'" in info.error
-    assert registry.forecasters["persistence"].plugin == "baselines"
+    assert "'wxbench'" in info.error and "'dup-plugin'" in info.error
+    assert registry.forecasters["persistence"].plugin == "wxbench"
 
 
 def test_registering_a_non_forecaster_is_an_error():

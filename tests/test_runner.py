@@ -260,3 +260,73 @@ def test_failed_checkpoint_write_keeps_the_scores(tmp_path, wb2_benchmark, monke
     # re-scoring then says why there is nothing to load
     out = CliRunner().invoke(main, ["score", str(result_file), "--device", "cpu"])
     assert out.exit_code != 0 and "No space left on device" in out.output
+
+
+def test_a_model_run_alone_has_the_headline_of_the_full_table(tmp_path, wb2_benchmark):
+    """Every result stores the reference scores it is normalised by: persistence run on its own (no
+    climatology row in its folder) gets the same headline as beside climatology."""
+    from wxbench.leaderboard import summarise
+
+    alone, full = tmp_path / "alone", tmp_path / "full"
+    assert run_cli("-m", "persistence", "--benchmark", str(wb2_benchmark), "--output", str(alone),
+                   "--no-leaderboard")[0] == 0
+    assert run_cli("-m", "persistence", "-m", "climatology", "--benchmark", str(wb2_benchmark),
+                   "--output", str(full), "--no-leaderboard")[0] == 0
+    result = load_results(alone)[0]
+    climatology = next(r for r in load_results(full) if r["model"] == "climatology")
+    # the stored reference is the climatology model's own score, bit for bit
+    assert result["reference_scores"]["climatology"]["rmse"] == climatology["scores"]["rmse"]
+    assert result["reference_scores"]["persistence"]["rmse"] == result["scores"]["rmse"]
+    headline_alone = summarise(load_results(alone)).rows[0]["headline"]
+    headline_full = next(r for r in summarise(load_results(full)).rows if r["model"] == "persistence")["headline"]
+    assert headline_alone == headline_full
+    last = -1
+    expected = sum(result["scores"]["rmse"][c][last] / climatology["scores"]["rmse"][c][last]
+                   for c in CHANNELS) / len(CHANNELS)
+    assert headline_alone == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_result_without_reference_scores_says_why_it_has_no_headline(tmp_path, wb2_benchmark):
+    from wxbench.leaderboard import build_leaderboards
+    from wxbench.results import write_result
+
+    assert run_cli("-m", "persistence", "--benchmark", str(wb2_benchmark), "--output", str(tmp_path),
+                   "--no-leaderboard")[0] == 0
+    result = load_results(tmp_path)[0]
+    path = Path(result.pop("_path"))
+    del result["reference_scores"]  # as written by a wxbench from before reference scores were stored
+    write_result(path, result)
+    board = build_leaderboards(tmp_path, plots=False)[0].read_text()
+    assert "## No headline score" in board
+    assert "no climatology reference scores: the result predates them" in board
+
+
+def test_seeds_option_takes_a_comma_list(tmp_path, wb2_benchmark):
+    code, output = run_cli("-m", "persistence", "--seeds", "1,2", "--benchmark", str(wb2_benchmark),
+                           "--output", str(tmp_path), "--no-leaderboard")
+    assert code == 0, output
+    assert sorted(r["seed"] for r in load_results(tmp_path)) == [1, 2]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seeds", "0,x"], "expected integers separated by commas, e.g. --seeds 0,1,2"),
+    (["--address", "auto"], "--address and --retries are options of the ray executor"),
+    (["--retries", "2"], "--address and --retries are options of the ray executor"),
+])
+def test_bad_run_options_are_named(tmp_path, args, message):
+    code, output = run_cli("-m", "persistence", *args, "--output", str(tmp_path))
+    assert code != 0 and message in output, output
+    assert not list(tmp_path.rglob("seed*.json"))  # refused before any work
+
+
+def test_result_files_have_only_the_documented_keys(tmp_path, wb2_benchmark):
+    """wxbench.results.Result documents every key a result file has (typed JSON, one schema)."""
+    from typing import get_type_hints
+
+    from wxbench.results import Result, read_result
+
+    assert run_cli("-m", "persistence", "--benchmark", str(wb2_benchmark), "--output", str(tmp_path),
+                   "--no-leaderboard")[0] == 0
+    result = read_result(next(tmp_path.rglob("seed0.json")))
+    undocumented = set(result) - set(get_type_hints(Result))
+    assert not undocumented, f"result keys missing from wxbench.results.Result: {sorted(undocumented)}"

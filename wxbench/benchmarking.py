@@ -55,7 +55,6 @@ from __future__ import annotations
 import functools
 import statistics
 import time
-from types import SimpleNamespace
 from typing import Any, Callable, Iterable, Mapping
 
 import pytest
@@ -63,7 +62,7 @@ import torch
 
 from .data.splits import SplitData
 from .interfaces import Forecaster, GridSpec
-from .plugins import Registration, Registry, get_registry
+from .plugins import Registry, get_registry, registration_of
 from .profiles import Profile, get_profile
 from .runtime import measure_throughput
 from .testing import DEFAULT_GRID, synthetic_split
@@ -108,15 +107,6 @@ def forecaster_params(registry: Registry | None = None) -> list[Any]:
     return params
 
 
-def _registration(name_or_cls: str | type[Forecaster]) -> Registration:
-    if isinstance(name_or_cls, str):
-        return get_registry().forecaster(name_or_cls)
-    if isinstance(name_or_cls, type) and issubclass(name_or_cls, Forecaster):
-        cls = name_or_cls
-        return Registration(getattr(cls, "name", cls.__name__), cls, "(in-process)", None, None, {})
-    raise TypeError(f"expected a registered forecaster's name or a Forecaster subclass, got {name_or_cls!r}")
-
-
 def build_forecaster(name_or_cls: str | type[Forecaster], profile: str = BENCH_PROFILE, *,
                      grid: GridSpec = DEFAULT_GRID, device: str = "cpu", seed: int = 0,
                      ensemble_size: int | None = None, overrides: Mapping[str, Any] | None = None,
@@ -131,10 +121,10 @@ def build_forecaster(name_or_cls: str | type[Forecaster], profile: str = BENCH_P
     """
     from .runner import build_model
 
-    reg = _registration(name_or_cls)
+    reg = registration_of(name_or_cls)
     prof = get_profile(profile)
     ensemble = ensemble_size if ensemble_size is not None else prof.budget.ensemble_size
-    model = build_model(reg, SimpleNamespace(grid=grid), profile, device=device, seed=seed,  # type: ignore[arg-type]
+    model = build_model(reg, grid, profile, device=device, seed=seed,
                         ensemble_size=ensemble, overrides=dict(overrides or {}))
     if fit == "auto":
         from .training import TorchForecaster

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -12,6 +11,7 @@ import click
 
 from .data.benchmarks import BUILTIN_BENCHMARKS, DEFAULT_BENCHMARK
 from .errors import WxbenchError
+from .executors import EXECUTORS
 from .profiles import DEFAULT_PROFILE, PROFILES
 from .results import DEFAULT_OUTPUT
 
@@ -47,10 +47,11 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def plugins(as_json: bool) -> None:
     """Installed plugin distributions, their versions, what each registered, and load failures."""
-    from .plugins import get_registry
+    from .plugins import BUILTIN_PLUGIN, get_registry
 
     registry = get_registry()
-    infos = sorted(registry.plugins.values(), key=lambda p: p.name)
+    # the core's built-in plugin first, then the installed ones by name
+    infos = sorted(registry.plugins.values(), key=lambda p: (p.name != BUILTIN_PLUGIN, p.name))
     if as_json:
         click.echo(json.dumps([vars(p) for p in infos], indent=1))
         return
@@ -62,8 +63,8 @@ def plugins(as_json: bool) -> None:
             click.echo(f"  encoders:    {', '.join(p.encoders)}")
         if p.error:
             click.echo(f"  ERROR: {p.error}")
-    if not infos:
-        click.echo("no wxbench plugins installed (pip install ./plugins/baselines, ...)")
+    if all(p.name == BUILTIN_PLUGIN for p in infos):
+        click.echo("no wxbench plugins installed beside the built-in baselines (pip install ./plugins/spatial, ...)")
 
 
 @main.command("list")
@@ -99,42 +100,25 @@ def _parse_overrides(items: tuple[str, ...]) -> dict[str, dict[str, object]]:
     return out
 
 
-_SEED_WORDS = re.compile(r"[0-9][0-9,\s]*")
+class SeedList(click.ParamType):
+    """``--seeds 0,1,2`` (or ``"0 1 2"``): several seeds in one value."""
+
+    name = "seeds"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        words = value.replace(",", " ").split()
+        try:
+            seeds = [int(w) for w in words]
+        except ValueError:
+            self.fail(f"{value!r}: expected integers separated by commas, e.g. --seeds 0,1,2", param, ctx)
+        if not seeds:
+            self.fail("no seed given, e.g. --seeds 0,1,2", param, ctx)
+        return seeds
 
 
-def _join_seed_values(args: list[str]) -> list[str]:
-    """``--seeds 0 1 2`` -> ``--seeds "0 1 2"``: the numbers following --seeds become its one value."""
-    out: list[str] = []
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        out.append(arg)
-        i += 1
-        if arg == "--":
-            out.extend(args[i:])
-            break
-        if arg == "--seeds" or arg.startswith("--seeds="):
-            first = i + 1 if arg == "--seeds" else i
-            j = first
-            while j < len(args) and _SEED_WORDS.fullmatch(args[j]):
-                j += 1
-            if j > first:
-                if arg == "--seeds":
-                    out.append(" ".join(args[i:j]))
-                else:
-                    out[-1] = " ".join([arg, *args[i:j]])
-                i = j
-    return out
-
-
-class _RunCommand(click.Command):
-    """Lets ``--seeds`` take several words (``--seeds 0 1 2``) as well as one (``--seeds "0 1 2"``)."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        return super().parse_args(ctx, _join_seed_values(list(args)))
-
-
-@main.command(cls=_RunCommand)
+@main.command()
 @click.option("--all", "run_all", is_flag=True, help="Run every registered forecaster.")
 @click.option("-m", "--model", "models", multiple=True, help="A model to run (repeatable).")
 @click.option("--benchmark", default=DEFAULT_BENCHMARK, show_default=True,
@@ -144,7 +128,7 @@ class _RunCommand(click.Command):
               help="Training budget profile.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--seed", "seeds", multiple=True, type=int, help="Seed (repeatable; default 0).")
-@click.option("--seeds", "seed_list", default=None, help="Several seeds at once: --seeds 0 1 2 (or '0 1 2').")
+@click.option("--seeds", "seed_list", type=SeedList(), default=None, help="Several seeds at once: --seeds 0,1,2.")
 @click.option("--output", default=DEFAULT_OUTPUT, show_default=True, type=click.Path(file_okay=False),
               help="Results folder (one JSON per model and seed).")
 @click.option("--resume", is_flag=True, help="Skip models whose successful result already exists.")
@@ -152,7 +136,7 @@ class _RunCommand(click.Command):
 @click.option("-H", "--hyperparameter", "hparams", multiple=True, help="Override: MODEL.KEY=VALUE (repeatable).")
 @click.option("--save-forecasts", is_flag=True, help="Also write test forecasts in the WB2 forecast layout.")
 @click.option("--no-checkpoint", is_flag=True, help="Do not keep trained weights.")
-@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+@click.option("--executor", type=click.Choice(list(EXECUTORS)), default="local", show_default=True,
               help="local: in-process, one model after another; ray: one Ray task per run.")
 @click.option("--address", default=None, help="Ray cluster address (ray executor; default: start a local Ray).")
 @click.option("--retries", default=0, show_default=True, help="Ray executor: retries of a task that dies.")
@@ -169,6 +153,7 @@ def run(run_all, models, benchmark, data_path, profile, device, seeds, seed_list
     from .errors import ConfigError
     from .plugins import get_registry
     from .progress import set_quiet
+    from .executors import load_executor
     from .runner import plan_tasks
     from .runtime import resolve_device
 
@@ -181,13 +166,16 @@ def run(run_all, models, benchmark, data_path, profile, device, seeds, seed_list
     names = sorted(registry.forecasters) if run_all else list(models)
     for name in names:
         registry.forecaster(name)  # unknown names fail here, with a did-you-mean
+    executor_options = {"address": address, "retries": retries} if executor == "ray" else {}
+    if executor != "ray" and (address is not None or retries):
+        raise ConfigError("--address and --retries are options of the ray executor (--executor ray)")
     overrides = _parse_overrides(hparams)
     for name in overrides:
         registry.forecaster(name)
     bench = get_benchmark(benchmark, data_path)
     if executor != "ray":  # a Ray head node may have no GPU; the Ray executor checks the cluster
         resolve_device(device)  # --device cuda without CUDA fails before any work
-    seed_values = list(seeds) + ([int(s) for s in seed_list.replace(",", " ").split()] if seed_list else [])
+    seed_values = list(seeds) + (seed_list or [])
     seed_values = sorted(set(seed_values)) or [0]
     failed = [p for p in registry.plugins.values() if p.error]
     for p in failed:
@@ -197,14 +185,7 @@ def run(run_all, models, benchmark, data_path, profile, device, seeds, seed_list
                                     save_checkpoint=not no_checkpoint)]
     tasks = [t if t.model not in overrides else _with_overrides(t, overrides[t.model]) for t in tasks]
     started = time.perf_counter()
-    if executor == "ray":
-        from .executors.ray_executor import run_ray
-
-        results = run_ray(tasks, address=address, resume=resume, retries=retries, progress=not quiet)
-    else:
-        from .runner import run_local
-
-        results = run_local(tasks, resume=resume, progress=not quiet)
+    results = load_executor(executor)(tasks, resume=resume, progress=not quiet, **executor_options)
     bad = [r for r in results if r.get("status") != "ok"]
     click.echo(f"{len(results) - len(bad)} of {len(results)} runs succeeded in {time.perf_counter() - started:.0f} s; "
                f"results in {output}")

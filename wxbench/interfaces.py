@@ -8,7 +8,9 @@ normalised (z-score or min-max, as the model declares) and laid out as
               (B, E, output_steps, C, H, W)        ensemble of E members (``probabilistic = True``)
 
 with the coordinates in a :class:`GridSpec`: channel names, latitudes ascending in degrees, longitudes
-in degrees, the 6 h step. The harness inverts the normalisation before scoring, so models never see
+in degrees, the 6 h step. A forecast is any floating dtype (float32 normally; bfloat16 or float16
+from autocast is promoted to float32 before scoring) and finite (:func:`check_forecast`, which the
+runner and the conformance checks both apply). The harness inverts the normalisation before scoring, so models never see
 physical units unless they ask the normaliser.
 """
 
@@ -19,7 +21,7 @@ import difflib
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Mapping
 
-from .errors import ConfigError
+from .errors import ConfigError, ContractViolation
 
 if TYPE_CHECKING:  # torch is imported lazily: `wxbench plugins` must not pay for it
     import torch
@@ -192,3 +194,24 @@ class Encoder(_Configurable, abc.ABC):
 
     @abc.abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def check_forecast(output: Any, history: torch.Tensor, model: Forecaster, who: str) -> torch.Tensor:
+    """The contract every forecast must meet (shape, floating dtype, finite values); returns it as
+    float32. A violation raises :class:`~wxbench.errors.ContractViolation` naming ``who``."""
+    import torch
+
+    if not isinstance(output, torch.Tensor):
+        raise ContractViolation(f"{who}: predict returned {type(output).__name__}, expected a torch.Tensor")
+    b, _, c, h, w = history.shape
+    lead = model.grid.output_steps
+    expected = (b, model.ensemble_size, lead, c, h, w) if model.probabilistic else (b, lead, c, h, w)
+    if tuple(output.shape) != expected:
+        raise ContractViolation(f"{who}: predict returned shape {tuple(output.shape)}, expected {expected}"
+                                + (" (B, E, 4, C, H, W)" if model.probabilistic else " (B, 4, C, H, W)"))
+    if not output.dtype.is_floating_point:
+        raise ContractViolation(f"{who}: predict returned dtype {output.dtype}, expected a floating dtype")
+    if not torch.isfinite(output).all():
+        bad = int((~torch.isfinite(output)).sum())
+        raise ContractViolation(f"{who}: predict returned {bad} non-finite values (NaN or inf)")
+    return output.float()

@@ -1,10 +1,9 @@
 """Leaderboards from result files: Markdown (tabulate), CSV, JSON and PNG plots.
 
-Headline score (what the ranking uses): for each variable, the latitude-weighted RMSE at the last
-lead time (24 h) divided by the climatology baseline's RMSE for that variable at that lead, then
-averaged over variables. Below 1 beats climatology; lower is better. When the climatology row is
-missing or failed, the divisor is the variable's training-split standard deviation instead, and the
-column header says so. Several seeds: mean and standard deviation across seeds.
+The ranking uses the headline score (:data:`HEADLINE`). Each result carries the reference scores it
+is normalised by (``reference_scores``, computed by the runner beside every model), so the headline
+of a model does not depend on which other results share its folder. Several seeds: mean and
+standard deviation across seeds.
 """
 
 from __future__ import annotations
@@ -12,21 +11,25 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .results import load_results, write_atomic
+from .atomic import write_atomic
+from .baselines import HEADLINE_REFERENCE
+from .data.channels import units_label
+from .metric_info import METRICS
+from .results import load_results
 
-UNITS = {"z": "m²/s²", "t": "K", "u": "m/s", "v": "m/s", "q": "kg/kg", "t2m": "K", "u10": "m/s", "v10": "m/s",
-         "msl": "Pa", "tp": "m"}
-
-
-def unit_of(channel: str) -> str:
-    if channel in UNITS:
-        return UNITS[channel]
-    return UNITS.get(channel.rstrip("0123456789"), "")
+#: how the headline score is defined; printed under every leaderboard
+HEADLINE = (f"for each variable, the latitude-weighted RMSE at the last lead time divided by the "
+            f"{HEADLINE_REFERENCE} baseline's RMSE for that variable and lead (on the same test split, "
+            f"stored in each result as its reference scores), then averaged over variables. Below 1 "
+            f"beats {HEADLINE_REFERENCE}; lower is better.")
+#: the per-variable scores a leaderboard row carries, in table order
+ROW_METRICS = ("rmse", "mae", "bias", "acc", "crps", "crps_standard", "spread_skill", "ensemble_mean_rmse")
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -41,24 +44,40 @@ def _fmt(mean: float, std: float, n: int, digits: int = 3) -> str:
     return f"{text} ± {std:.2g}" if n > 1 else text
 
 
-def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+@dataclass
+class Leaderboard:
+    """The rows of one (benchmark, profile) leaderboard and the axes they are scored on."""
+
+    rows: list[dict[str, Any]]
+    channels: list[str]
+    lead_hours: list[int]
+
+    @property
+    def last_lead(self) -> int:
+        """Index of the lead time the headline uses (the last)."""
+        return len(self.lead_hours) - 1
+
+
+def headline_divisor(result: dict[str, Any], fallback: dict[str, list[float]] | None) -> dict[str, list[float]] | None:
+    """The reference RMSE (channel -> per lead) a result's headline divides by: the reference scores
+    stored in the result, else (results written before wxbench stored them) the folder's
+    climatology row, else None."""
+    stored = result.get("reference_scores", {}).get(HEADLINE_REFERENCE, {}).get("rmse")
+    return stored if stored is not None else fallback
+
+
+def summarise(results: list[dict[str, Any]]) -> Leaderboard:
     """One row per model (seeds aggregated), ranked by the headline score; error rows last."""
     by_model: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in results:
         by_model[r["model"]].append(r)
     ok = [r for r in results if r.get("status") == "ok"]
-    if not ok:
-        channels, last = [], -1
-    else:
-        channels, last = ok[0]["channels"], len(ok[0]["lead_hours"]) - 1
-    clim = [r for r in ok if r["model"] == "climatology"]
-    divisor, divisor_name = {}, "climatology RMSE"
-    if clim:
-        divisor = {c: float(np.mean([r["scores"]["rmse"][c][last] for r in clim])) for c in channels}
-    elif ok:
-        divisor_name = "training std"
-        stats = ok[0].get("data_stats", {})
-        divisor = {c: stats.get(c, {}).get("std", float("nan")) for c in channels}
+    channels = list(ok[0]["channels"]) if ok else []
+    lead_hours = list(ok[0]["lead_hours"]) if ok else []
+    last = len(lead_hours) - 1
+    reference_rows = [r for r in ok if r["model"] == HEADLINE_REFERENCE]
+    fallback = ({c: list(np.mean([r["scores"]["rmse"][c] for r in reference_rows], axis=0)) for c in channels}
+                if reference_rows else None)
     rows = []
     for model, runs in sorted(by_model.items()):
         good = [r for r in runs if r.get("status") == "ok"]
@@ -73,9 +92,16 @@ def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if len(good) < len(runs):
             row["error"] = f"{len(runs) - len(good)} of {len(runs)} seeds failed: " + next(
                 r["error"]["message"] for r in runs if r.get("status") != "ok")
-        headline = [np.mean([r["scores"]["rmse"][c][last] / divisor[c] for c in channels]) for r in good]
-        row["headline"], row["headline_std"] = _mean_std(headline)
-        for metric in ("rmse", "mae", "bias", "acc", "crps", "crps_standard", "spread_skill", "ensemble_mean_rmse"):
+        divisors = [headline_divisor(r, fallback) for r in good]
+        if any(d is None for d in divisors):
+            row["headline"], row["headline_std"] = math.nan, 0.0
+            row["headline_note"] = (f"no {HEADLINE_REFERENCE} reference scores: the result predates them and the "
+                                    f"folder has no {HEADLINE_REFERENCE} row")
+        else:
+            headline = [np.mean([r["scores"]["rmse"][c][last] / d[c][last] for c in channels])
+                        for r, d in zip(good, divisors)]
+            row["headline"], row["headline_std"] = _mean_std(headline)
+        for metric in ROW_METRICS:
             if metric not in good[0]["scores"]:
                 continue
             for c in channels:
@@ -92,29 +118,32 @@ def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row["stopped_because"] = good[0].get("fit", {}).get("stopped_because")
         row["device_name"] = good[0].get("provenance", {}).get("device_name")
         rows.append(row)
-    rows.sort(key=lambda r: (r["status"] != "ok", r.get("headline", math.inf), r["model"]))
+    rows.sort(key=lambda r: (r["status"] != "ok", _nan_last(r.get("headline", math.inf)), r["model"]))
     rank = 0
     for row in rows:
         if row["status"] == "ok":
             rank += 1
             row["rank"] = rank
-    for row in rows:
-        row["_meta"] = {"channels": channels, "lead_index": last, "divisor": divisor_name}
-    return rows
+    return Leaderboard(rows, channels, lead_hours)
 
 
-def markdown_table(rows: list[dict[str, Any]], *, title: str, lead_hours: list[int], provenance: dict[str, Any]) -> str:
+def _nan_last(value: float) -> float:
+    return math.inf if math.isnan(value) else value
+
+
+def markdown_table(board: Leaderboard, *, title: str, provenance: dict[str, Any]) -> str:
     from tabulate import tabulate
 
+    rows, channels, lead_hours, last = board.rows, board.channels, board.lead_hours, board.last_lead
     if not rows:
         return f"# {title}\n\nNo results.\n"
-    meta = rows[0]["_meta"]
-    channels, last = meta["channels"], meta["lead_index"]
     lead = lead_hours[last] if lead_hours else "?"
-    headers = ["#", "model", "family", f"score ↓ (RMSE {lead} h / {meta['divisor']})"]
-    headers += [f"RMSE {lead} h {c} ({unit_of(c)})" for c in channels]
-    headers += [f"ACC {lead} h (mean)", f"CRPS {lead} h {channels[0] if channels else ''}", "spread/skill",
-                "train s", "samples/s", "params", "weights"]
+    rmse, acc_info, crps_info, ss = METRICS["rmse"], METRICS["acc"], METRICS["crps"], METRICS["spread_skill"]
+    headers = ["#", "model", "family", f"score {rmse.arrow} (RMSE {lead} h / {HEADLINE_REFERENCE} RMSE)"]
+    headers += [f"{rmse.label} {rmse.arrow} {lead} h {c} ({units_label(c)})" for c in channels]
+    headers += [f"{acc_info.label} {acc_info.arrow} {lead} h (mean)",
+                f"CRPS {crps_info.arrow} {lead} h {channels[0] if channels else ''}",
+                f"{ss.label} {ss.arrow}", "train s", "samples/s", "params", "weights"]
     table = []
     for r in rows:
         if r["status"] != "ok":
@@ -132,6 +161,9 @@ def markdown_table(rows: list[dict[str, Any]], *, title: str, lead_hours: list[i
             _human(r["parameters"]), r["weights"],
         ])
     lines = [f"# {title}", "", tabulate(table, headers=headers, tablefmt="github"), ""]
+    notes = [[r["model"], r["headline_note"]] for r in rows if r.get("headline_note")]
+    if notes:
+        lines += ["## No headline score", "", tabulate(notes, headers=["model", "why"], tablefmt="github"), ""]
     errors = [r for r in rows if r.get("error")]
     if errors:
         lines += ["## Errors", "", tabulate([[r["model"], r["error"].splitlines()[0][:300]] for r in errors],
@@ -139,7 +171,7 @@ def markdown_table(rows: list[dict[str, Any]], *, title: str, lead_hours: list[i
     lines += ["## RMSE by lead time", ""]
     for c in channels:
         detail = [[r["model"], *[f"{v:.4g}" for v in r[f"rmse/{c}"]]] for r in rows if r["status"] == "ok"]
-        lines += [f"### {c} ({unit_of(c)})", "",
+        lines += [f"### {c} ({units_label(c)})", "",
                   tabulate(detail, headers=["model", *[f"{h} h" for h in lead_hours]], tablefmt="github"), ""]
     # the floor next to the forecast: how much of a latent model's error its autoencoder costs
     recon = [[r["model"], *[_floor_and_forecast(r["reconstruction_rmse"].get(c), r[f"rmse/{c}"][last])
@@ -158,8 +190,7 @@ def markdown_table(rows: list[dict[str, Any]], *, title: str, lead_hours: list[i
     lines += ["## Time per model", "", tabulate(timing, headers=["model", "total s", "train s", "eval s", "training stopped by", "device"],
                                                 tablefmt="github"), ""]
     lines += ["## Provenance", "", "```json", json.dumps(provenance, indent=1, default=str), "```", "",
-              "Score: " + __doc__.split("Headline score (what the ranking uses): ")[1].split("\n\n")[0].replace("\n", " "),
-              ""]
+              f"Score: {HEADLINE}", ""]
     return "\n".join(lines)
 
 
@@ -185,23 +216,20 @@ def build_leaderboards(results_folder: str | Path, output: str | Path | None = N
         groups[(r["benchmark_key"], r["profile"])].append(r)
     written = []
     for (bench, profile), group in sorted(groups.items()):
-        rows = summarise(group)
+        board = summarise(group)
         folder = output / bench / profile
-        ok = [r for r in group if r.get("status") == "ok"]
-        lead_hours = ok[0]["lead_hours"] if ok else []
         provenance = _group_provenance(group)
-        md = markdown_table(rows, title=f"wxbench leaderboard: {bench}, profile {profile}", lead_hours=lead_hours,
-                            provenance=provenance)
+        md = markdown_table(board, title=f"wxbench leaderboard: {bench}, profile {profile}", provenance=provenance)
         write_atomic(folder / "leaderboard.md", md.encode())
-        clean = [{k: v for k, v in r.items() if k != "_meta"} for r in rows]
         write_atomic(folder / "leaderboard.json", json.dumps({"benchmark": bench, "profile": profile,
-                                                               "provenance": provenance, "rows": clean},
+                                                               "provenance": provenance, "headline": HEADLINE,
+                                                               "rows": board.rows},
                                                               indent=1, default=str).encode())
-        write_atomic(folder / "leaderboard.csv", _csv(clean).encode())
-        if plots and ok:
+        write_atomic(folder / "leaderboard.csv", _csv(board.rows).encode())
+        if plots and any(r["status"] == "ok" for r in board.rows):
             from .plots import plot_leaderboard
 
-            plot_leaderboard(rows, group, folder, lead_hours)
+            plot_leaderboard(board.rows, group, folder, board.channels, board.lead_hours)
         written.append(folder / "leaderboard.md")
     return written
 

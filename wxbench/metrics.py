@@ -1,6 +1,6 @@
 """Forecast scores in physical units: latitude weights, per-point CRPS, and a streaming accumulator.
 
-Conventions (see ``PROTOCOL.md``):
+Conventions (the formulas and their references are in docs/protocol.md, Metrics):
 
 * Tensors are torch tensors on any device.  A deterministic forecast has shape
   ``(B, L, C, H, W)`` (batch/sample, lead time, channel, latitude, longitude), an ensemble forecast

@@ -9,16 +9,20 @@ import numpy as np
 
 
 def plot_leaderboard(rows: list[dict[str, Any]], results: list[dict[str, Any]], folder: Path,
-                     lead_hours: list[int]) -> None:
+                     channels: list[str], lead_hours: list[int]) -> None:
+    """Scores against lead time (one panel per channel) and each model's example map.
+
+    ``rows``: the leaderboard's rows (:func:`wxbench.leaderboard.summarise`); ``results``: the result
+    files they summarise.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .leaderboard import unit_of
+    from .data.channels import units_label
 
     ok = [r for r in rows if r["status"] == "ok"]
-    channels = ok[0]["_meta"]["channels"]
     folder.mkdir(parents=True, exist_ok=True)
     for metric, label in (("rmse", "latitude-weighted RMSE"), ("crps", "CRPS (MAE for deterministic models)")):
         fig, axes = plt.subplots(1, len(channels), figsize=(4.2 * len(channels), 4.2), squeeze=False)
@@ -28,7 +32,7 @@ def plot_leaderboard(rows: list[dict[str, Any]], results: list[dict[str, Any]], 
                         linestyle="-" if i < 10 else "--" if i < 20 else ":")
             ax.set_title(c)
             ax.set_xlabel("lead time (h)")
-            ax.set_ylabel(f"{label} ({unit_of(c)})")
+            ax.set_ylabel(f"{label} ({units_label(c)})")
             ax.set_xticks(lead_hours)
             ax.grid(alpha=0.3)
         axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))

@@ -1,5 +1,8 @@
 """Plugin discovery: entry points of the ``wxbench`` group, loaded one by one with pluggy.
 
+The core's own reference baselines (:mod:`wxbench.baselines`) are registered first, through the same
+hook, as the built-in plugin ``wxbench`` (as llm ships its default plugins).
+
 Loading is guarded per entry point: a plugin that fails to import is recorded with its error (and
 shown by ``wxbench plugins``) while the others load. Two plugins registering one name is an error
 that names both.
@@ -20,6 +23,8 @@ from .errors import ConfigError, PluginError
 from .interfaces import Encoder, Forecaster
 
 ENTRY_POINT_GROUP = "wxbench"
+#: the in-process plugin name of the core's reference baselines
+BUILTIN_PLUGIN = "wxbench"
 
 
 @dataclass(frozen=True)
@@ -32,10 +37,6 @@ class Registration:
     distribution: str | None
     version: str | None
     variant: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def kind(self) -> str:
-        return "encoder" if issubclass(self.cls, Encoder) else "forecaster"
 
 
 @dataclass
@@ -60,6 +61,11 @@ class Registry:
 
     # -- loading ---------------------------------------------------------------------------------
     def load_entry_points(self) -> None:
+        """Register the built-in reference baselines, then every installed entry point."""
+        if BUILTIN_PLUGIN not in self.plugins:
+            from . import __version__, baselines
+
+            self.add_plugin(baselines, name=BUILTIN_PLUGIN, distribution="wxbench", version=__version__)
         for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
             dist = ep.dist.name if ep.dist is not None else None
             version = ep.dist.version if ep.dist is not None else None
@@ -138,6 +144,19 @@ class Registry:
         failed = [p.name for p in self.plugins.values() if p.error]
         also = f" (plugins that failed to load: {', '.join(failed)})" if failed else ""
         raise ConfigError(f"unknown {what} {name!r}{hint} Known: {', '.join(sorted(table)) or 'none'}{also}")
+
+
+def registration_of(target: str | type | Registration) -> Registration:
+    """A registered name (forecaster or encoder), a Registration, or a bare model class (taken as if
+    registered under its ``name`` by no plugin: what the conformance checks and the speed suite accept)."""
+    if isinstance(target, Registration):
+        return target
+    if isinstance(target, str):
+        registry = get_registry()
+        return registry.encoders[target] if target in registry.encoders else registry.forecaster(target)
+    if isinstance(target, type) and issubclass(target, (Forecaster, Encoder)):
+        return Registration(getattr(target, "name", target.__name__), target, "(not registered)", None, None)
+    raise TypeError(f"expected a registered name, a Registration or a Forecaster/Encoder class, got {target!r}")
 
 
 _REGISTRY: Registry | None = None

@@ -10,14 +10,56 @@ Layout under the output folder::
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypedDict
+
+from .atomic import atomic_path, write_atomic
 
 #: bump when the JSON layout changes incompatibly
 SCHEMA_VERSION = 1
 DEFAULT_OUTPUT = "wxbench-results"
+
+Scores = dict[str, dict[str, list[float]]]  # metric -> channel -> value per lead time
+
+
+class Result(TypedDict, total=False):
+    """The JSON of one run, as :func:`wxbench.runner.run_task` writes it (the only place that
+    assembles it; :func:`wxbench.runner.error_result` writes the same header for a run that died
+    outside it). Keys after ``status`` are present when the stage that fills them was reached."""
+
+    schema_version: int
+    model: str
+    benchmark: dict[str, Any]  # the frozen benchmark definition (Benchmark.as_dict)
+    benchmark_key: str  # "<name>-v<version>"
+    profile: str
+    seed: int
+    status: Literal["running", "ok", "error"]
+    budget: dict[str, Any] | None  # the profile's Budget
+    start_time: str
+    end_time: str
+    wall_seconds: float
+    family: str
+    hyperparameters: dict[str, Any]  # as resolved: defaults < variant < profile < user
+    probabilistic: bool
+    normalisation: str
+    ensemble_size: int
+    fit: dict[str, Any]  # FitReport.as_dict
+    weights: str  # which weights the model used ("trained from scratch", a local path, ...)
+    model_info: dict[str, Any]  # Forecaster.describe()
+    checkpoint_error: str  # the trained model was scored, but its checkpoint could not be written
+    scores: Scores
+    reference_scores: dict[str, Scores]  # the core baselines' scores on the same test split
+    lead_hours: list[int]
+    channels: list[str]
+    data_stats: dict[str, dict[str, float]]
+    is_ensemble: bool
+    crps_is_mae: bool
+    test_windows: int
+    throughput: dict[str, float]
+    forecast_file: str
+    peak_memory_bytes: int | None
+    error: dict[str, str]  # stage, type, message (names the model and plugin), traceback
+    provenance: dict[str, Any]
 
 
 def result_dir(output: str | Path, benchmark_key: str, profile: str, model: str) -> Path:
@@ -28,45 +70,23 @@ def result_path(output: str | Path, benchmark_key: str, profile: str, model: str
     return result_dir(output, benchmark_key, profile, model) / f"seed{seed}.json"
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename: readers see all or nothing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_checkpoint(path: Path, state: Any) -> None:
-    """torch.save straight to a temporary file, then rename (no in-memory copy of a large state)."""
+    """torch.save straight to the temporary file of an atomic write (no in-memory copy of a large state)."""
     import torch
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
-def write_result(path: Path, result: dict[str, Any]) -> None:
+def write_result(path: Path, result: Result) -> None:
     write_atomic(path, (json.dumps(result, indent=1, sort_keys=False, default=str) + "\n").encode())
 
 
-def read_result(path: Path) -> dict[str, Any]:
+def read_result(path: Path) -> Result:
     return json.loads(Path(path).read_text())
 
 
-def load_results(folder: str | Path) -> list[dict[str, Any]]:
+def load_results(folder: str | Path) -> list[Result]:
     """Every result JSON under ``folder`` (temporary files of interrupted writes are ignored)."""
     results = []
     for path in sorted(Path(folder).rglob("seed*.json")):

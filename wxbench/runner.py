@@ -15,7 +15,7 @@ import subprocess
 import threading
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
@@ -26,13 +26,15 @@ import torch
 from . import __version__
 from .data.benchmarks import Benchmark
 from .data.loading import BenchmarkData, load_benchmark
-from .errors import ConfigError, ContractViolation
-from .interfaces import Forecaster
+from .errors import ConfigError
+from .interfaces import Forecaster, GridSpec, check_forecast
 from .plugins import Registration, get_registry
 from .profiles import Profile, get_profile
 from .progress import progress_bar
-from .results import SCHEMA_VERSION, result_path, write_atomic, write_checkpoint, write_result
-from .runtime import device_name, measure_throughput, peak_memory_bytes, resolve_device, seed_everything
+from .atomic import write_atomic
+from .results import SCHEMA_VERSION, Result, result_path, write_checkpoint, write_result
+from .runtime import device_name, peak_memory_bytes, resolve_device, seed_everything
+from .runtime import measure_throughput as samples_per_second
 
 
 @dataclass(frozen=True)
@@ -90,39 +92,22 @@ def resolve_hyperparameters(reg: Registration, profile: str, overrides: dict[str
     return {**cls.hyperparameters, **reg.variant, **cls.profile_hyperparameters.get(profile, {}), **overrides}
 
 
-def build_model(reg: Registration, data: BenchmarkData, profile: str, *, device: str, seed: int,
+def build_model(reg: Registration, grid: GridSpec, profile: str, *, device: str, seed: int,
                 ensemble_size: int, overrides: dict[str, Any] | None = None) -> Forecaster:
+    """The registered model with its resolved hyperparameters, built under ``seed``."""
     hparams = resolve_hyperparameters(reg, profile, overrides or {})
     seed_everything(seed)
-    model = reg.cls(data.grid, device=device, seed=seed, ensemble_size=ensemble_size, **hparams)
+    model = reg.cls(grid, device=device, seed=seed, ensemble_size=ensemble_size, **hparams)
     model.name = reg.name  # a registered variant keeps its own name
     return model
 
 
-def check_forecast(output: Any, history: torch.Tensor, model: Forecaster, reg: Registration) -> torch.Tensor:
-    """The contract every forecast must meet; a violation names the model and its plugin."""
-    who = f"model {reg.name!r} (plugin {reg.plugin!r})"
-    if not isinstance(output, torch.Tensor):
-        raise ContractViolation(f"{who}: predict returned {type(output).__name__}, expected a torch.Tensor")
-    b, _, c, h, w = history.shape
-    lead = model.grid.output_steps
-    expected = (b, model.ensemble_size, lead, c, h, w) if model.probabilistic else (b, lead, c, h, w)
-    if tuple(output.shape) != expected:
-        raise ContractViolation(f"{who}: predict returned shape {tuple(output.shape)}, expected {expected}"
-                                + (" (B, E, 4, C, H, W)" if model.probabilistic else " (B, 4, C, H, W)"))
-    if not output.dtype.is_floating_point:
-        raise ContractViolation(f"{who}: predict returned dtype {output.dtype}, expected a floating dtype")
-    if not torch.isfinite(output).all():
-        bad = int((~torch.isfinite(output)).sum())
-        raise ContractViolation(f"{who}: predict returned {bad} non-finite values (NaN or inf)")
-    return output.float()
-
-
 def evaluate(model: Forecaster, reg: Registration, data: BenchmarkData, profile: Profile, *,
-             collect_forecasts: bool = False) -> dict[str, Any]:
+             collect_forecasts: bool = False, measure_throughput: bool = True) -> dict[str, Any]:
     """Score ``model`` on the test split in physical units; returns scores, timings and an example."""
     from .metrics import ScoreAccumulator
 
+    who = f"model {reg.name!r} (plugin {reg.plugin!r})"
     test = data.split("test", model.normalisation)
     norm = test.normaliser
     device = model.device
@@ -142,7 +127,7 @@ def evaluate(model: Forecaster, reg: Registration, data: BenchmarkData, profile:
         if batch is None:
             break
         history, target = batch
-        output = check_forecast(model.predict(history), history, model, reg)
+        output = check_forecast(model.predict(history), history, model, who)
         predict_seconds += time.perf_counter() - t1
         bar.update(len(history))
         forecast = norm.denormalise(output)
@@ -154,8 +139,10 @@ def evaluate(model: Forecaster, reg: Registration, data: BenchmarkData, profile:
         if collect_forecasts:
             forecasts.append(forecast.cpu())
     bar.close()
-    history, _ = next(test.batches(profile.budget.eval_batch_size, device=device))
-    throughput = measure_throughput(model.predict, history, device=device, repeats=profile.throughput_batches)
+    throughput = None
+    if measure_throughput:
+        history, _ = next(test.batches(profile.budget.eval_batch_size, device=device))
+        throughput = samples_per_second(model.predict, history, device=device, repeats=profile.throughput_batches)
     return {
         "scores": acc.compute(),
         "is_ensemble": acc.is_ensemble,
@@ -169,6 +156,33 @@ def evaluate(model: Forecaster, reg: Registration, data: BenchmarkData, profile:
         "forecasts": torch.cat(forecasts) if collect_forecasts else None,
         "init_times": test.window_times(slice(None)) if collect_forecasts else None,
     }
+
+
+_REFERENCE_SCORES: dict[tuple[str, str], dict[str, dict[str, list[float]]]] = {}
+
+
+def reference_scores(data: BenchmarkData, profile: Profile) -> dict[str, dict[str, dict[str, list[float]]]]:
+    """RMSE per channel and lead of the core's reference baselines on ``data``'s test split,
+    ``{"climatology": {"rmse": {channel: [per lead]}}, "persistence": ...}``.
+
+    Stored in every result, so that a model's headline score (normalised by the climatology's
+    RMSE) is the same whether or not the folder holds a climatology row. Computed with the same
+    :func:`evaluate` as any model's scores, once per process and data.
+    """
+    from .baselines import REFERENCE_MODELS
+
+    key = (data.data_hash, profile.name)
+    if key not in _REFERENCE_SCORES:
+        registry = get_registry()
+        scores = {}
+        for name in REFERENCE_MODELS:
+            reg = registry.forecaster(name)
+            model = build_model(reg, data.grid, profile.name, device="cpu", seed=0, ensemble_size=1)
+            model.fit(data.split("train", model.normalisation), data.split("val", model.normalisation),
+                      profile.budget)
+            scores[name] = {"rmse": evaluate(model, reg, data, profile, measure_throughput=False)["scores"]["rmse"]}
+        _REFERENCE_SCORES[key] = scores
+    return _REFERENCE_SCORES[key]
 
 
 def git_state(folder: Path) -> tuple[str | None, bool | None]:
@@ -217,7 +231,7 @@ def provenance(task: RunTask, reg: Registration | None, data: BenchmarkData | No
     }
 
 
-def _result_header(task: RunTask, profile: Profile | None, started: dt.datetime) -> dict[str, Any]:
+def _result_header(task: RunTask, profile: Profile | None, started: dt.datetime) -> Result:
     return {
         "schema_version": SCHEMA_VERSION, "model": task.model, "benchmark": task.benchmark.as_dict(),
         "benchmark_key": task.benchmark.key, "profile": task.profile, "seed": task.seed, "status": "running",
@@ -286,7 +300,7 @@ def run_task(task: RunTask, *, progress: bool = True, data: BenchmarkData | None
     """
     profile = get_profile(task.profile)
     started = dt.datetime.now(dt.timezone.utc)
-    result: dict[str, Any] = _result_header(task, profile, started)
+    result: Result = _result_header(task, profile, started)
     stage = "load plugin"
     reg = None
     preloaded, data = data, None
@@ -300,7 +314,7 @@ def run_task(task: RunTask, *, progress: bool = True, data: BenchmarkData | None
         ensemble = task.ensemble_size or profile.budget.ensemble_size
         with time_limit(profile.timeout_seconds, f"model {task.model!r}"):
             stage = "build"
-            model = build_model(reg, data, task.profile, device=device, seed=task.seed, ensemble_size=ensemble,
+            model = build_model(reg, data.grid, task.profile, device=device, seed=task.seed, ensemble_size=ensemble,
                                 overrides=task.hyperparameters)
             result["hyperparameters"] = dict(model.hparams)
             result["probabilistic"] = model.probabilistic
@@ -321,6 +335,8 @@ def run_task(task: RunTask, *, progress: bool = True, data: BenchmarkData | None
                     result["checkpoint_error"] = checkpoint_error
             stage = "predict"
             evaluation = evaluate(model, reg, data, profile, collect_forecasts=task.save_forecasts)
+        stage = "score references"
+        result["reference_scores"] = reference_scores(data, profile)
         _record_evaluation(result, evaluation, fit, data, task)
         result["peak_memory_bytes"] = peak_memory_bytes(device)
         result["status"] = "ok"
@@ -398,6 +414,3 @@ def run_local(tasks: list[RunTask], *, resume: bool = False, progress: bool = Tr
         results.append(run_task(task, progress=progress))
     return results
 
-
-def task_summary(task: RunTask) -> dict[str, Any]:
-    return asdict(task)

@@ -17,7 +17,7 @@ from .runtime import resolve_device
 
 def rescore(result_file: Path, *, device: str = "auto") -> dict[str, Any]:
     """Rebuild the model a result file describes, load its checkpoint and score it on the test split."""
-    from .runner import cached_benchmark_data, evaluate
+    from .runner import build_model, cached_benchmark_data, evaluate
 
     result = read_result(result_file)
     checkpoint = Path(result_file).with_suffix(".pt")
@@ -36,9 +36,8 @@ def rescore(result_file: Path, *, device: str = "auto") -> dict[str, Any]:
                           f"({result['provenance']['data_hash']} then, {data.data_hash} now)")
     reg = get_registry().forecaster(result["model"])
     device = resolve_device(device)
-    model = reg.cls(data.grid, device=device, seed=result["seed"], ensemble_size=result.get("ensemble_size", 1),
-                    **result["hyperparameters"])
-    model.name = reg.name
+    model = build_model(reg, data.grid, result["profile"], device=device, seed=result["seed"],
+                        ensemble_size=result.get("ensemble_size", 1), overrides=result["hyperparameters"])
     model.load_state_dict(torch.load(checkpoint, map_location=device, weights_only=False))
     evaluation = evaluate(model, reg, data, get_profile(result["profile"]))
     return {"model": result["model"], "scores": evaluation["scores"], "stored_scores": result["scores"]}

@@ -4,28 +4,39 @@ In a plugin's tests::
 
     from wxbench.testing import check_forecaster
     def test_my_model():
-        check_forecaster(MyModel)
+        check_forecaster(MyModel)            # a class, or a registered name: check_forecaster("my_model")
 
 The checks train with the ``smoke`` profile's budget (and the class's ``smoke`` hyperparameters) on
 a small smooth synthetic split unless real data is passed, and verify: output shape and dtype,
-finite values, determinism under a seed, the state_dict round trip, and the ensemble shape.
+finite values (the same :func:`wxbench.interfaces.check_forecast` the runner applies), determinism
+under a seed, the state_dict round trip, and the ensemble shape. A registered name (or
+:class:`~wxbench.plugins.Registration`) is built exactly as the runner builds it: class defaults <
+the registered variant < the ``smoke`` profile's overrides < ``hyperparameters``.
 
-To use the fixtures, add ``pytest_plugins = ["wxbench.testing"]`` to a conftest.py.
+To use the fixtures, add ``pytest_plugins = ["wxbench.testing"]`` to a conftest.py. The fixtures need
+pytest: ``pip install 'wxbench[testing]'``.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from typing import Any, Iterator
 
 import numpy as np
-import pytest
 import torch
 
 from .data.splits import Normaliser, SplitData, channel_stats, window_starts
-from .interfaces import Budget, Encoder, FitReport, Forecaster, GridSpec
+from .errors import ContractViolation
+from .interfaces import Budget, Encoder, FitReport, Forecaster, GridSpec, check_forecast
+from .plugins import Registration, registration_of
 from .profiles import get_profile
+
+try:
+    import pytest
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError("wxbench.testing needs pytest: pip install 'wxbench[testing]'") from exc
+
+CHECK_PROFILE = "smoke"
 
 WB_LAT = tuple(-87.1875 + 5.625 * i for i in range(32))
 WB_LON = tuple(5.625 * i for i in range(64))
@@ -66,46 +77,48 @@ def smoke_budget() -> Budget:
     return get_profile("smoke").budget
 
 
-def _build(cls: type, grid: GridSpec, seed: int, ensemble_size: int, hyperparameters: dict[str, Any], **kw: Any):
+def _build(reg: Registration, grid: GridSpec, seed: int, ensemble_size: int, hyperparameters: dict[str, Any]):
+    from .runner import build_model, resolve_hyperparameters
     from .runtime import seed_everything
 
+    if issubclass(reg.cls, Forecaster):
+        return build_model(reg, grid, CHECK_PROFILE, device="cpu", seed=seed, ensemble_size=ensemble_size,
+                           overrides=hyperparameters)
+    params = resolve_hyperparameters(reg, CHECK_PROFILE, hyperparameters)
     seed_everything(seed)
-    params = {**cls.profile_hyperparameters.get("smoke", {}), **hyperparameters}
-    if issubclass(cls, Forecaster):
-        return cls(grid, device=kw.get("device", "cpu"), seed=seed, ensemble_size=ensemble_size, **params)
-    return cls(grid, device=kw.get("device", "cpu"), seed=seed, **params)
+    return reg.cls(grid, device="cpu", seed=seed, **params)
 
 
-def check_forecaster(cls: type[Forecaster], *, hyperparameters: dict[str, Any] | None = None,
+def check_forecaster(target: str | type[Forecaster] | Registration, *, hyperparameters: dict[str, Any] | None = None,
                      train: SplitData | None = None, val: SplitData | None = None,
                      budget: Budget | None = None, ensemble_size: int = 3, seed: int = 0) -> dict[str, Any]:
     """Run the Forecaster contract checks; raises AssertionError naming the failed check."""
     hyperparameters = hyperparameters or {}
+    reg = registration_of(target)
+    cls = reg.cls
     kind = cls.normalisation
     train = train or synthetic_split(kind, seed=1)
     val = val or synthetic_split(kind, n_times=24, seed=2, name="val")
     grid = train.grid
     budget = budget or smoke_budget()
-    who = f"forecaster {cls.__name__} ({getattr(cls, 'name', '?')})"
+    who = f"forecaster {cls.__name__} ({reg.name})"
     assert kind in ("zscore", "minmax"), f"{who}: normalisation must be 'zscore' or 'minmax', got {kind!r}"
-    for key in cls.profile_hyperparameters.get("smoke", {}):
+    for key in cls.profile_hyperparameters.get(CHECK_PROFILE, {}):
         assert key in cls.hyperparameters, f"{who}: smoke hyperparameter {key!r} is not a declared hyperparameter"
 
-    model = _build(cls, grid, seed, ensemble_size, hyperparameters)
+    model = _build(reg, grid, seed, ensemble_size, hyperparameters)
     report = model.fit(train, val, budget)
     assert isinstance(report, FitReport), f"{who}: fit must return a FitReport, got {type(report).__name__}"
     history, _ = train.windows(torch.arange(min(3, len(train))))
     out = model.predict(history)
-    b, _, c, h, w = history.shape
-    expected = (b, ensemble_size, grid.output_steps, c, h, w) if cls.probabilistic else (b, grid.output_steps, c, h, w)
-    assert isinstance(out, torch.Tensor), f"{who}: predict must return a torch.Tensor"
-    assert tuple(out.shape) == expected, f"{who}: predict shape {tuple(out.shape)}, expected {expected}"
-    assert out.dtype == torch.float32, f"{who}: predict dtype {out.dtype}, expected float32"
-    assert torch.isfinite(out).all(), f"{who}: predict returned non-finite values"
+    try:
+        check_forecast(out, history, model, who)
+    except ContractViolation as exc:
+        raise AssertionError(str(exc)) from None
     assert isinstance(model.weights, str) and model.weights, f"{who}: weights must say which weights were used"
 
     # determinism: the same seed gives the same trained model and forecast
-    again = _build(cls, grid, seed, ensemble_size, hyperparameters)
+    again = _build(reg, grid, seed, ensemble_size, hyperparameters)
     again.fit(train, val, budget)
     out_again = again.predict(history)
     assert torch.allclose(out, out_again, atol=1e-5, rtol=1e-4), \
@@ -117,7 +130,7 @@ def check_forecaster(cls: type[Forecaster], *, hyperparameters: dict[str, Any] |
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     buffer.seek(0)
-    restored = _build(cls, grid, seed + 1, ensemble_size, hyperparameters)
+    restored = _build(reg, grid, seed + 1, ensemble_size, hyperparameters)
     restored.load_state_dict(torch.load(buffer, weights_only=False))
     if cls.probabilistic:
         torch.manual_seed(123)
@@ -131,17 +144,19 @@ def check_forecaster(cls: type[Forecaster], *, hyperparameters: dict[str, Any] |
     return {"fit": report, "output_shape": tuple(out.shape)}
 
 
-def check_encoder(cls: type[Encoder], *, hyperparameters: dict[str, Any] | None = None,
+def check_encoder(target: str | type[Encoder] | Registration, *, hyperparameters: dict[str, Any] | None = None,
                   train: SplitData | None = None, val: SplitData | None = None,
                   budget: Budget | None = None, seed: int = 0) -> dict[str, Any]:
     """Run the Encoder contract checks; raises AssertionError naming the failed check."""
     hyperparameters = hyperparameters or {}
+    reg = registration_of(target)
+    cls = reg.cls
     train = train or synthetic_split("minmax", seed=1)
     val = val or synthetic_split("minmax", n_times=24, seed=2, name="val")
     grid = train.grid
     budget = budget or smoke_budget()
-    who = f"encoder {cls.__name__} ({getattr(cls, 'name', '?')})"
-    enc = _build(cls, grid, seed, 1, hyperparameters)
+    who = f"encoder {cls.__name__} ({reg.name})"
+    enc = _build(reg, grid, seed, 1, hyperparameters)
     trainable = enc.trainable
     assert isinstance(trainable, dict) and all(isinstance(v, bool) for v in trainable.values()), \
         f"{who}: trainable must be a dict of booleans"
@@ -161,7 +176,7 @@ def check_encoder(cls: type[Encoder], *, hyperparameters: dict[str, Any] | None 
     buffer = io.BytesIO()
     torch.save(enc.state_dict(), buffer)
     buffer.seek(0)
-    restored = _build(cls, grid, seed + 1, 1, hyperparameters)
+    restored = _build(reg, grid, seed + 1, 1, hyperparameters)
     restored.load_state_dict(torch.load(buffer, weights_only=False))
     with torch.no_grad():
         again = restored.decode(restored.encode(fields))
@@ -181,15 +196,17 @@ def forecast_mse(model: Forecaster, split: SplitData, limit: int = 16) -> float:
     return float((((out.cpu() - target) ** 2) * weights[:, None]).mean())
 
 
-def check_learns(cls: type[Forecaster], *, hyperparameters: dict[str, Any] | None = None,
+def check_learns(target: str | type[Forecaster] | Registration, *, hyperparameters: dict[str, Any] | None = None,
                  train: SplitData | None = None, val: SplitData | None = None, budget: Budget | None = None,
                  seed: int = 0, min_improvement: float = 0.05) -> tuple[float, float]:
     """A short training run must lower the validation forecast error by ``min_improvement`` (relative)."""
+    reg = registration_of(target)
+    cls = reg.cls
     kind = cls.normalisation
     train = train or synthetic_split(kind, n_times=96, seed=1)
     val = val or synthetic_split(kind, n_times=32, seed=2, name="val", stats=None)
     budget = budget or replace(smoke_budget(), max_steps=30, max_epochs=30, max_seconds=60, patience=30)
-    model = _build(cls, train.grid, seed, 2, hyperparameters or {})
+    model = _build(reg, train.grid, seed, 2, hyperparameters or {})
     before = forecast_mse(model, val)
     model.fit(train, val, budget)
     after = forecast_mse(model, val)

@@ -30,7 +30,7 @@ from wxbench.benchmarking import (
 from wxbench.metrics import ScoreAccumulator
 from wxbench.plugins import get_registry
 from wxbench.profiles import get_profile
-from wxbench.runner import check_forecast
+from wxbench.interfaces import check_forecast
 from wxbench.testing import synthetic_split
 
 PROFILE = "cpu"  # the leaderboard's profile
@@ -116,7 +116,7 @@ def test_convlstm_scoring_overhead(benchmark, convlstm, split, budget):
 
     def contract_check():
         # evaluate() also checks every forecast (shape, dtype, finite) before scoring it
-        return check_forecast(output, history, model, reg)
+        return check_forecast(output, history, model, f"model {reg.name!r} (plugin {reg.plugin!r})")
 
     medians, raw = median_seconds_round_robin(
         {"forward": (forward, 1), "scoring": (score, 5), "contract_check": (contract_check, 5)}, repeats=11)

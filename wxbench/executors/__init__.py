@@ -12,10 +12,20 @@ atomic writer, so a leaderboard does not depend on where its results were comput
 
 from __future__ import annotations
 
-__all__ = ["EXECUTORS"]
+import importlib
+from typing import Any, Callable
 
-#: executor name -> "module:function" (imported only when that executor is chosen)
+__all__ = ["EXECUTORS", "load_executor"]
+
+#: executor name -> "module:function" (imported only when that executor is chosen). Each function
+#: takes ``(tasks, *, resume, progress, **its own options)`` and returns the result dicts in task order.
 EXECUTORS = {
     "local": "wxbench.runner:run_local",
     "ray": "wxbench.executors.ray_executor:run_ray",
 }
+
+
+def load_executor(name: str) -> Callable[..., list[dict[str, Any]]]:
+    """The run function of executor ``name`` (see :data:`EXECUTORS`)."""
+    module, function = EXECUTORS[name].split(":")
+    return getattr(importlib.import_module(module), function)

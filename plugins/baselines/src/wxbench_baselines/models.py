@@ -1,11 +1,9 @@
-"""Reference baselines every learned model must beat.
+"""Linear (ridge) regression baselines. (The reference baselines, persistence and climatology, ship
+with the core: :mod:`wxbench.baselines`.)
 
-- ``persistence``: the last observed state, repeated for every lead time.
-- ``climatology``: the training-split time mean at every grid point (WeatherBench 1's "climatology";
-  the embedded Held-Suarez data has no seasonal or diurnal cycle, so a calendar-dependent mean would
-  only add noise there).
-- ``lr``: MODELS.md's linear regression: flatten the (12, C, H, W) history to one vector, the (4, C,
-  H, W) target to another, one ridge regression with alpha 1.0 on z-scored fields.
+- ``lr``: the original design's linear regression (docs/models.md, Baselines): flatten the
+  (12, C, H, W) history to one vector, the (4, C, H, W) target to another, one ridge regression with
+  alpha 1.0 on z-scored fields.
 - ``lr_multi``: features standardised per feature, one ridge regression with alpha 10.0 per variable,
   each seeing every variable's history and predicting its own variable's 4 lead times.
 
@@ -25,50 +23,6 @@ import numpy as np
 import torch
 
 from wxbench import Budget, FitReport, Forecaster, SplitData
-
-
-class Persistence(Forecaster):
-    name = "persistence"
-    family = "baseline"
-
-    def fit(self, train: SplitData, val: SplitData, budget: Budget) -> FitReport:
-        self.weights = "none (no parameters)"
-        return FitReport(seconds=0.0, stopped_because="nothing to train")
-
-    def predict(self, history: torch.Tensor) -> torch.Tensor:
-        last = history[:, -1:]
-        return last.expand(-1, self.grid.output_steps, -1, -1, -1).clone()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
-
-
-class Climatology(Forecaster):
-    name = "climatology"
-    family = "baseline"
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.mean: torch.Tensor | None = None
-
-    def fit(self, train: SplitData, val: SplitData, budget: Budget) -> FitReport:
-        start = time.perf_counter()
-        self.mean = train.fields.double().mean(dim=0).float()  # (C, H, W), normalised units
-        self.weights = "training-split mean"
-        return FitReport(seconds=time.perf_counter() - start, stopped_because="closed form")
-
-    def predict(self, history: torch.Tensor) -> torch.Tensor:
-        b = history.shape[0]
-        return self.mean.to(history.device).expand(b, self.grid.output_steps, -1, -1, -1).clone()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"mean": self.mean}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.mean = state["mean"]
 
 
 def ridge_dual_coefficients(kernel: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:

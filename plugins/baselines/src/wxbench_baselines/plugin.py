@@ -3,7 +3,7 @@ from wxbench import hookimpl
 
 @hookimpl
 def wxbench_register_forecasters(register):
-    from .models import Climatology, LinearRegression, MultiOutputLinearRegression, Persistence
+    from .models import LinearRegression, MultiOutputLinearRegression
 
-    for cls in (Persistence, Climatology, LinearRegression, MultiOutputLinearRegression):
+    for cls in (LinearRegression, MultiOutputLinearRegression):
         register(cls)
