@@ -12,6 +12,21 @@ pytest_plugins = ["wxbench.testing"]
 set_quiet(True)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def benchmark_cache_in_tmp(tmp_path_factory):
+    """Benchmark caches built by the tests (one per synthetic store) go to a temporary $WXBENCH_CACHE;
+    its ``data/`` links to the real cache, so the embedded data is still generated only once."""
+    from wxbench.data.embedded import cache_dir
+
+    real = cache_dir() / "data"
+    real.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_path_factory.mktemp("wxbench-cache")
+    (tmp / "data").symlink_to(real, target_is_directory=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WXBENCH_CACHE", str(tmp))
+        yield tmp
+
+
 @pytest.fixture(scope="session")
 def tiny_benchmark():
     from wxbench.data.benchmarks import EMBEDDED_TINY

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from wxbench.data.channels import VARIABLES, parse_channel, parse_channels, units_label, wb2_location
 from wxbench.errors import DataError
-from wxbench.interfaces import GridSpec
 
 LAT = tuple(-87.1875 + 5.625 * i for i in range(32))
 LON = tuple(5.625 * i for i in range(64))
@@ -64,20 +62,25 @@ def test_unknown_channel_is_an_error_naming_it(lookup):
 
 
 def test_forecast_export_uses_the_catalogue():
-    from wxbench.forecast_io import forecasts_to_dataset
+    from wxbench.forecast_io import to_wb2_dataset
 
-    grid = GridSpec(channels=("z500", "z850", "t850", "t2m", "tp"), lat=LAT, lon=LON, output_steps=2)
-    forecasts = torch.arange(3 * 2 * 5 * 32 * 64, dtype=torch.float32).reshape(3, 2, 5, 32, 64)
     inits = np.datetime64("2020-01-01T00", "ns") + np.arange(3) * np.timedelta64(12, "h")
-    ds = forecasts_to_dataset(forecasts, inits, grid, ensemble=False)
-    assert set(ds.data_vars) == {"geopotential", "temperature", "2m_temperature", "total_precipitation_6hr"}
-    np.testing.assert_array_equal(ds["geopotential"].sel(level=850).values, forecasts[:, :, 1].numpy())
-    np.testing.assert_array_equal(ds["total_precipitation_6hr"].values, forecasts[:, :, 4].numpy())
-    assert ds["geopotential"].attrs == {"units": "m**2 s**-2", "long_name": "geopotential"}
-    assert ds["total_precipitation_6hr"].attrs["units"] == "m"
+    leading = {"time": inits, "prediction_timedelta": np.array([6, 12], dtype="timedelta64[h]")}
+    forecasts = np.arange(3 * 2 * 5 * 32 * 64, dtype=np.float32).reshape(3, 2, 5, 32, 64)
+    # levels differ between variables (z at 500 and 850, t at 850): one variable per level, no NaN-filled union
+    ds = to_wb2_dataset(forecasts, ("z500", "z850", "t850", "t2m", "tp"), LAT, LON, leading)
+    assert set(ds.data_vars) == {"geopotential_500", "geopotential_850", "temperature_850", "2m_temperature",
+                                 "total_precipitation_6hr"}
+    # WB2's stores are (time, ..., longitude, latitude)
+    np.testing.assert_array_equal(ds["geopotential_850"].values, np.swapaxes(forecasts[:, :, 1], -1, -2))
+    np.testing.assert_array_equal(ds["total_precipitation_6hr"].values, np.swapaxes(forecasts[:, :, 4], -1, -2))
+    assert ds["2m_temperature"].attrs["units"] == "K" and ds["total_precipitation_6hr"].attrs["units"] == "m"
+    # the same levels for every variable: one shared level dim, as in the published stores
+    same = to_wb2_dataset(forecasts[:, :, :2], ("z500", "t500"), LAT, LON, leading)
+    assert set(same.data_vars) == {"geopotential", "temperature"} and list(same["level"].values) == [500]
+    assert same["geopotential"].attrs == {"units": "m**2 s**-2", "long_name": "geopotential"}
     with pytest.raises(DataError, match="unknown channel 'foo1'"):
-        forecasts_to_dataset(forecasts[:, :, :1], inits, GridSpec(channels=("foo1",), lat=LAT, lon=LON,
-                                                                   output_steps=2), ensemble=False)
+        to_wb2_dataset(forecasts[:, :, :1], ("foo1",), LAT, LON, leading)
 
 
 def test_simulator_channels_are_in_the_catalogue():

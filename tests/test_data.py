@@ -1,4 +1,5 @@
-"""Benchmarks, splits, windows and normalisation: no leakage, no straddling, exact inverses, clear errors."""
+"""Benchmarks, splits, windows, initialisation times and normalisation: no leakage into training, inits at the
+benchmark's hours over the whole val/test range, exact inverses, clear errors."""
 
 from __future__ import annotations
 
@@ -48,7 +49,9 @@ def test_builtin_benchmarks_are_valid_and_frozen():
     for bench in BUILTIN_BENCHMARKS.values():
         bench.validate()
         assert (bench.input_steps, bench.output_steps, bench.step_hours) == (12, 4, 6)
-    assert EMBEDDED.key == "embedded-v1"
+        assert bench.init_hours == (0, 12)
+    assert EMBEDDED.key == "embedded-v2"  # v1 initialised at 06/18 UTC inside each split
+    assert all(b.version == 2 for b in BUILTIN_BENCHMARKS.values())
     with pytest.raises(Exception):
         EMBEDDED.name = "x"  # frozen
 
@@ -84,18 +87,86 @@ def _bench(path, **changes) -> Benchmark:
     return replace(base, **changes)
 
 
-def test_no_test_state_is_ever_seen_in_training(wb2_store):
-    data = load_benchmark(_bench(wb2_store))
+def _states(split, part: slice) -> set:
+    """Times of the given part (slice of the 16 steps) of every window of ``split``."""
+    out = set()
+    for s in split.starts.tolist():
+        out.update(split.times[s:s + 16][part])
+    return out
+
+
+def test_no_training_window_touches_a_val_or_test_target(wb2_store):
+    bench = _bench(wb2_store)
+    data = load_benchmark(bench)
     train, val, test = (data.split(s, "zscore") for s in ("train", "val", "test"))
-    seen_in_fit = set()
-    for split in (train, val):
-        for s in split.starts.tolist():
-            seen_in_fit.update(split.times[s:s + 16].tolist())
-    test_states = set()
-    for s in test.starts.tolist():
-        test_states.update(test.times[s:s + 16].tolist())
-    assert test_states and not (seen_in_fit & test_states)
-    assert max(train.times) < min(val.times) <= max(val.times) < min(test.times)
+    train_states = _states(train, slice(None))
+    val_targets, test_targets = _states(val, slice(12, None)), _states(test, slice(12, None))
+    assert train_states and val_targets and test_targets
+    assert not train_states & (val_targets | test_targets)
+    # every training state lies inside the training range; no validation target lies in the test range
+    lo, hi = bench.split_range("train")
+    assert all(lo <= t <= hi for t in train_states)
+    assert max(val_targets) < min(test_targets) and max(val_targets) < bench.split_range("test")[0]
+    # what is shared, by WeatherBench 2's convention: the history of the first test windows comes from the
+    # validation period, that of the first validation windows from the training period (never their targets)
+    test_history = _states(test, slice(None, 12))
+    assert test_history & _states(val, slice(None)) and _states(val, slice(None, 12)) & train_states
+
+
+def test_val_and_test_are_ranges_of_initialisation_times(wb2_store):
+    bench = _bench(wb2_store)
+    data = load_benchmark(bench)
+    for name, first, last in (("val", "1979-12-25T00", "1979-12-29T12"),  # 29T12: targets end before the test
+                              ("test", "1979-12-31T00", "1980-01-08T12")):  # 08T12: the data end at 09T18
+        inits = data.split(name, "zscore").window_times(slice(None))
+        assert str(inits[0])[:13] == first and str(inits[-1])[:13] == last
+        assert (np.diff(inits) == np.timedelta64(12, "h")).all()
+        hours = (inits - inits.astype("datetime64[D]")) // np.timedelta64(1, "h")
+        assert set(hours.tolist()) == {0, 12}
+    # the history of the first test window starts 66 h before the test range
+    test = data.split("test", "zscore")
+    assert str(test.times[test.starts[0]])[:13] == "1979-12-28T06"
+    # other init hours: every 6 h
+    inits = load_benchmark(_bench(wb2_store, init_hours=(0, 6, 12, 18))).split("test", "zscore").window_times(
+        slice(None))
+    assert (np.diff(inits) == np.timedelta64(6, "h")).all() and len(inits) == 36
+    # training keeps every window wholly inside the training range (stride 1)
+    assert len(data.split("train", "zscore")) == len(data.times["train"]) - 15
+
+
+@pytest.mark.parametrize("hours", [(), (12, 0), (3,), (24,), (0, 0)])
+def test_bad_init_hours_are_a_clear_error(wb2_store, hours):
+    with pytest.raises(ConfigError, match=r"init_hours must be distinct UTC hours"):
+        _bench(wb2_store, init_hours=hours).validate()
+
+
+def test_wb2_test_split_has_732_inits_at_00_and_12_utc(tmp_path):
+    """The built-in wb2-64x32 test split on a store of the real calendar (late 2019 .. early 2021): all of 2020 at
+    00/12 UTC, history from December 2019, targets into January 2021; where the data end on 31 December, the
+    inits whose targets would lie beyond it are dropped."""
+    wb2 = BUILTIN_BENCHMARKS["wb2-64x32"]
+    store = write_wb2_layout(tmp_path / "wb2.zarr", list(wb2.channels), ("2019-10-01T00", "2021-01-31T18"),
+                             time_chunk=256)
+    # the built-in test range and init hours; training and validation moved into the store's period
+    bench = replace(wb2, train=("2019-10-01T00", "2019-11-30T18"), val=("2019-12-01T00", "2019-12-31T18"),
+                    path=str(store))
+    test = load_benchmark(bench).split("test", "zscore")
+    inits = test.window_times(slice(None))
+    assert len(inits) == 732
+    assert str(inits[0])[:13] == "2020-01-01T00" and str(inits[-1])[:13] == "2020-12-31T12"
+    assert (np.diff(inits) == np.timedelta64(12, "h")).all()
+    assert str(test.times[test.starts[0]])[:13] == "2019-12-29T06"  # history from before 1 January
+    assert str(test.times[test.starts[-1] + 15])[:13] == "2021-01-01T12"  # targets past 31 December
+    short = write_wb2_layout(tmp_path / "short.zarr", list(wb2.channels), ("2019-10-01T00", "2020-12-31T18"),
+                             time_chunk=256)
+    inits = load_benchmark(replace(bench, path=str(short))).split("test", "zscore").window_times(slice(None))
+    assert len(inits) == 730 and str(inits[-1])[:13] == "2020-12-30T12"
+
+
+def test_embedded_tiny_inits_at_00_and_12_utc(tiny_data):
+    val, test = (tiny_data.split(s, "zscore").window_times(slice(None)) for s in ("val", "test"))
+    assert str(test[0])[:13] == "2000-01-22T00" and str(test[-1])[:13] == "2000-01-27T12" and len(test) == 12
+    assert str(val[0])[:13] == "2000-01-16T00" and str(val[-1])[:13] == "2000-01-20T12" and len(val) == 10
 
 
 def test_statistics_and_climatology_come_from_the_training_split_only(wb2_store):
@@ -103,7 +174,8 @@ def test_statistics_and_climatology_come_from_the_training_split_only(wb2_store)
     data = load_benchmark(bench)
     train_values = data.fields["train"].double()
     assert data.stats["z500"]["mean"] == pytest.approx(float(train_values[:, 0].mean()))
-    assert torch.allclose(data.climatology, train_values.mean(0).float())
+    # a wb2 source has the calendar climatology of the training days (tests/test_climatology.py checks its values)
+    assert data.climatology.kind == "calendar" and "1979-12-01T00 .. 1979-12-24T18" in data.climatology.origin
     # changing only test-period values changes neither the statistics nor the climatology
     from wxbench.testing_data import make_times, make_wb2_dataset, write_wb2_store
 
@@ -111,15 +183,9 @@ def test_statistics_and_climatology_come_from_the_training_split_only(wb2_store)
     ds["geopotential"].loc[{"time": slice("1979-12-31", None)}] += 1000.0
     bench = replace(bench, path=str(write_wb2_store(ds, wb2_store.parent / "changed.zarr")))
     changed = load_benchmark(bench)
-    assert changed.stats == data.stats and torch.equal(changed.climatology, data.climatology)
+    assert changed.stats == data.stats
+    np.testing.assert_array_equal(changed.climatology.values, data.climatology.values)
     assert changed.data_hash != data.data_hash  # but the data hash notices
-
-
-def test_test_windows_use_the_benchmark_stride(wb2_store):
-    data = load_benchmark(_bench(wb2_store, test_stride=2))
-    test = data.split("test", "zscore")
-    assert (np.diff(test.starts.numpy()) == 2).all()
-    assert len(data.split("train", "zscore")) == len(data.times["train"]) - 15
 
 
 def test_split_outside_the_data_is_a_clear_error(wb2_store):
@@ -128,8 +194,10 @@ def test_split_outside_the_data_is_a_clear_error(wb2_store):
 
 
 def test_split_without_a_full_window_is_a_clear_error(wb2_store):
-    with pytest.raises(DataError, match=r"split 'val' .* holds no complete window of 16"):
-        load_benchmark(_bench(wb2_store, val=("1979-12-25T00", "1979-12-26T18")))
+    with pytest.raises(DataError, match=r"split 'train' .* holds no complete window of 16"):
+        load_benchmark(_bench(wb2_store, train=("1979-12-01T00", "1979-12-04T12")))
+    with pytest.raises(DataError, match=r"split 'val' .* holds no window initialised at \[0, 12\] UTC"):
+        load_benchmark(_bench(wb2_store, val=("1979-12-25T06", "1979-12-25T06")))
 
 
 def test_missing_data_path_is_a_clear_error(tmp_path):
@@ -150,8 +218,15 @@ def test_benchmark_from_toml(tmp_path, wb2_store):
                     'channels = ["z500"]\ntrain = ["1979-12-01T00", "1979-12-24T18"]\n'
                     'val = ["1979-12-25T00", "1979-12-30T18"]\ntest = ["1979-12-31T00", "1980-01-09T18"]\n')
     bench = get_benchmark(str(path))
-    assert bench.key == "mine-v2" and bench.channels == ("z500",)
+    assert bench.key == "mine-v2" and bench.channels == ("z500",) and bench.init_hours == (0, 12)
     assert load_benchmark(bench).grid.channels == ("z500",)
+    path.write_text(path.read_text() + "init_hours = [6, 18]\n")
+    bench = get_benchmark(str(path))
+    assert bench.init_hours == (6, 18)
+    assert str(load_benchmark(bench).split("test", "zscore").window_times(slice(None))[0])[:13] == "1979-12-31T06"
+    path.write_text(path.read_text() + "test_stride = 2\n")
+    with pytest.raises(ConfigError, match="'test_stride' was replaced by 'init_hours'"):
+        get_benchmark(str(path))
     path.write_text('name = "x"\nversion = 1\nsource = "wb2"\nchanels = []\n')
     with pytest.raises(ConfigError, match="unknown keys.*chanels"):
         get_benchmark(str(path))

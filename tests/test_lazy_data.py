@@ -111,13 +111,16 @@ def test_open_wb2_is_lazy_and_reads_only_the_selected_chunks(store, tmp_path):
 def test_load_benchmark_reads_only_its_channels_and_split_periods(store, tmp_path):
     store = _store_copy(store, tmp_path)
     times = make_times(STORE_PERIOD, 6, default_end="")
+    # the last test windows' targets run 24 h past the test range (WB2's convention), so that day is read too
     _corrupt_all_but(store, {"geopotential": {_level_index(500)}, "temperature": {_level_index(850)}}, times,
-                     BENCH_SPLITS["train"][0], BENCH_SPLITS["test"][1])
+                     BENCH_SPLITS["train"][0], "1980-01-10T18")
     bench = Benchmark(name="lazy", version=1, description="lazy", source="wb2", channels=tuple(SELECTED),
                       path=str(store), **BENCH_SPLITS)
     data = load_benchmark(bench, progress=False)
     assert set(data.fields) == {"train", "val", "test"}
-    for split, (a, b) in BENCH_SPLITS.items():
+    spans = {"train": BENCH_SPLITS["train"], "val": ("1979-12-22T06", "1979-12-30T12"),  # history from train
+             "test": ("1979-12-28T06", "1980-01-10T12")}  # history from val, targets past the range
+    for split, (a, b) in spans.items():
         t = data.times[split]
         assert str(t[0])[:13] == a and str(t[-1])[:13] == b
         np.testing.assert_array_equal(data.fields[split][:, 1].numpy(), synthetic_values("t850", t))

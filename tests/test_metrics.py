@@ -363,7 +363,8 @@ def test_ensemble_scores_match_references(rng):
     assert acc.is_ensemble is True and acc.ensemble_size == e
     assert set(res) == {
         "rmse", "mae", "bias", "acc", "crps", "crps_standard",
-        "ensemble_mean_rmse", "spread", "spread_skill",
+        "ensemble_mean_rmse", "ensemble_mean_rmse_debiased", "spread", "spread_skill",
+        "spread_skill_corrected",
     }  # fmt: skip
     ens_mean = fc.mean(axis=1)
     ref = ref_deterministic(ens_mean, obs, lat, clim)
@@ -540,3 +541,67 @@ def test_crps_under_inference_mode_and_vmap(rng):
         assert_close_t(fair_crps(ens, obs), want)
     batched = torch.func.vmap(lambda e, o: fair_crps(e, o, member_dim=0))
     assert_close_t(batched(ens, obs), want)
+
+
+# -- a climatology per sample (the runner passes each batch's, at its windows' valid times) -------------------
+
+
+def ref_acc_per_sample(fc, obs, lat, clim):
+    """ACC per (lead, channel) with a climatology per sample, clim (T, L, C, H, W)."""
+    w = ref_weights(lat)[:, None]
+    fa, a = fc.astype(np.float64) - clim, obs.astype(np.float64) - clim
+    per_sample = (w * fa * a).sum((-2, -1)) / np.sqrt((w * fa**2).sum((-2, -1)) * (w * a**2).sum((-2, -1)))
+    return per_sample.mean(0)
+
+
+@pytest.mark.parametrize("ensemble", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_per_sample_climatology_matches_reference(rng, ensemble, dtype, monkeypatch):
+    fc, obs, _, lat = make_data(rng, b=9, e=3 if ensemble else None, dtype=dtype)
+    offsets = np.array([5.4e4, 270.0, 285.0])[None, None, :, None, None]
+    clim = (offsets + np.array([300.0, 3.0, 4.0])[None, None, :, None, None]
+            * 0.5 * rng.normal(size=obs.shape)).astype(dtype)  # a different climatology for every sample
+    monkeypatch.setattr(metrics, "_CHUNK_ELEMENTS", 2 * fc[0].size)  # chunks of 2 samples slice it too
+    acc = ScoreAccumulator(torch.tensor(lat), CHANNELS, LEADS)
+    for batch in (slice(0, 4), slice(4, 9)):
+        acc.update(torch.from_numpy(fc[batch]), torch.from_numpy(obs[batch]),
+                   climatology=torch.from_numpy(clim[batch]))
+    mean_fc = fc.mean(axis=1) if ensemble else fc
+    np.testing.assert_allclose(as_table(acc.compute(), "acc", CHANNELS),
+                               ref_acc_per_sample(mean_fc, obs, lat, clim.astype(np.float64)), rtol=RTOL)
+
+
+@pytest.mark.parametrize("ensemble", [False, True])
+def test_a_broadcast_climatology_per_batch_scores_as_the_fixed_one_bit_for_bit(rng, ensemble):
+    """The runner's time-invariant case: the float32 mean expanded over (B, L) gives exactly the numbers of the
+    fixed (C, H, W) climatology, near-climatology forecasts included."""
+    fc, obs, clim, lat = make_data(rng, b=6, e=3 if ensemble else None, dtype=np.float32)
+    mean = torch.from_numpy(clim[0]).float()  # (C, H, W)
+    fc[0] = mean.numpy() + 1e-4 * (fc[0] - mean.numpy())  # one sample near the climatology (direct sums)
+    fixed = ScoreAccumulator(torch.tensor(lat), CHANNELS, LEADS, climatology=mean)
+    per_batch = ScoreAccumulator(torch.tensor(lat), CHANNELS, LEADS)
+    for batch in (slice(0, 4), slice(4, 6)):
+        f, o = torch.from_numpy(fc[batch]), torch.from_numpy(obs[batch])
+        fixed.update(f, o)
+        per_batch.update(f, o, climatology=mean.expand(len(o), len(LEADS), *mean.shape))
+    assert fixed.compute() == per_batch.compute()
+
+
+def test_per_sample_climatology_errors(rng):
+    fc, obs, clim, lat = make_data(rng, b=3)
+    f, o = torch.from_numpy(fc), torch.from_numpy(obs)
+    per_sample = torch.from_numpy(np.broadcast_to(clim, obs.shape).copy())
+    acc = ScoreAccumulator(torch.tensor(lat), CHANNELS, LEADS, climatology=torch.from_numpy(clim))
+    with pytest.raises(ValueError, match="a climatology per batch and one fixed at construction"):
+        acc.update(f, o, climatology=per_sample)
+    acc = ScoreAccumulator(torch.tensor(lat), CHANNELS, LEADS)
+    with pytest.raises(ValueError, match=r"climatology must be \(B, L, C, H, W\) = \(3, 2, 3, 8, 16\)"):
+        acc.update(f, o, climatology=per_sample[:, :, :2])
+    acc.update(f, o, climatology=per_sample)
+    with pytest.raises(ValueError, match="earlier batches came with a climatology, this one without"):
+        acc.update(f, o)
+    acc = ScoreAccumulator(torch.tensor(lat), CHANNELS, LEADS)
+    acc.update(f, o)
+    with pytest.raises(ValueError, match="this batch comes with a climatology, earlier ones without"):
+        acc.update(f, o, climatology=per_sample)
+    assert "acc" not in acc.compute()

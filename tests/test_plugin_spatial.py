@@ -97,6 +97,7 @@ def test_residual_models_start_at_persistence_and_improve_on_it(cls, hyperparame
 
 class _Persistence:
     probabilistic = False
+    needs_init_times = False
 
     def predict(self, history):
         return history[:, -1:].expand(-1, 4, -1, -1, -1)

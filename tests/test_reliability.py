@@ -165,7 +165,7 @@ def test_broken_encoder_decode_is_an_error_row(bench_file, tmp_path, wxbench_reg
     wxbench_registry.add_plugin(_Plugin(), name="test-plugin")
     result = CliRunner().invoke(main, ["run", "-m", "latent_persistence", "-m", "persistence", "--benchmark",
                                        str(bench_file), "--profile", "smoke", "--output", str(tmp_path), "--quiet"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # one run failed
     rows = {r["model"]: r for r in load_results(tmp_path)}
     assert rows["persistence"]["status"] == "ok"
     assert rows["latent_persistence"]["status"] == "error"

@@ -60,7 +60,9 @@ def test_wb1_and_wb2_layouts_give_identical_scores(tmp_path, wb1_benchmark, wb2_
         assert wb1[model]["status"] == wb2[model]["status"] == "ok"
         for metric in ("rmse", "mae", "acc"):
             for c in CHANNELS:
-                assert wb1[model]["scores"][metric][c] == pytest.approx(wb2[model]["scores"][metric][c], rel=1e-6)
+                # (nan_ok: the climatology forecast has no anomaly, so its ACC is 0/0)
+                assert wb1[model]["scores"][metric][c] == pytest.approx(wb2[model]["scores"][metric][c], rel=1e-6,
+                                                                        nan_ok=True)
     assert wb1["persistence"]["scores"]["rmse"]["z500"][0] > 0
 
 
@@ -114,7 +116,7 @@ def test_faulty_models_become_error_rows_and_others_are_intact(tmp_path, wb2_ben
     models = ["persistence", "climatology", "faulty_fit", "faulty_predict", "faulty_shape", "faulty_nan", "faulty_slow"]
     args = [a for m in models for a in ("-m", m)]
     code, output = run_cli(*args, "--benchmark", str(wb2_benchmark), "--output", str(tmp_path))
-    assert code == 0, output
+    assert code == 1, output  # some runs failed: exit 1, after every run was written and ranked
     results = {r["model"]: r for r in load_results(tmp_path)}
     assert results["persistence"]["status"] == results["climatology"]["status"] == "ok"
     expected = {
@@ -138,11 +140,11 @@ def test_faulty_models_become_error_rows_and_others_are_intact(tmp_path, wb2_ben
 def test_resume_skips_finished_results_and_reruns_errors(tmp_path, wb2_benchmark, wxbench_registry):
     wxbench_registry.add_plugin(_FaultyPlugin(), name="faulty")
     args = ["-m", "persistence", "-m", "faulty_fit", "--benchmark", str(wb2_benchmark), "--output", str(tmp_path)]
-    assert run_cli(*args)[0] == 0
+    assert run_cli(*args)[0] == 1  # faulty_fit failed
     ok_file = next(tmp_path.rglob("persistence/seed0.json"))
     err_file = next(tmp_path.rglob("faulty_fit/seed0.json"))
     ok_before, err_before = ok_file.read_text(), json.loads(err_file.read_text())["end_time"]
-    assert run_cli(*args, "--resume")[0] == 0
+    assert run_cli(*args, "--resume")[0] == 1  # and fails again
     assert ok_file.read_text() == ok_before  # not rerun
     assert json.loads(err_file.read_text())["end_time"] != err_before  # rerun
 
@@ -189,13 +191,18 @@ def test_save_forecasts_writes_the_wb2_forecast_layout(tmp_path, wb2_benchmark):
 
     assert run_cli("-m", "persistence", "--benchmark", str(wb2_benchmark), "--output", str(tmp_path),
                    "--save-forecasts")[0] == 0
-    path = next(tmp_path.rglob("persistence/seed0.forecast.nc"))
-    with xr.open_dataset(path) as ds:
-        assert set(ds.data_vars) == {"geopotential", "temperature"}
-        assert ds["geopotential"].dims == ("time", "prediction_timedelta", "level", "latitude", "longitude")
-        assert list(ds["level"].values) == [500, 850] and ds.sizes["prediction_timedelta"] == 4
-        assert bool(ds["geopotential"].sel(level=500).notnull().all())
-        assert bool(ds["temperature"].sel(level=850).notnull().all())
+    path = next(tmp_path.rglob("persistence/seed0.forecast.zarr"))
+    result = load_results(tmp_path)[0]
+    assert result["forecast_file"] == "seed0.forecast.zarr"
+    with xr.open_zarr(path) as ds:  # zarr format 2, consolidated, as WB2's evaluation opens it
+        # z500 and t850 have different levels: one variable per channel with the level as a suffix
+        # (WB2's --pressure_level_suffixes), not a union level axis half filled with NaN
+        assert set(ds.data_vars) == {"geopotential_500", "temperature_850"} and "level" not in ds.dims
+        assert ds.attrs["pressure_levels"] == "suffix"
+        assert ds["geopotential_500"].dims == ("time", "prediction_timedelta", "longitude", "latitude")
+        assert ds["geopotential_500"].attrs["units"] == "m**2 s**-2"
+        assert ds["temperature_850"].attrs["long_name"] == "temperature at 850 hPa"
+        assert ds.sizes["prediction_timedelta"] == 4 and bool(ds["temperature_850"].notnull().all())
         assert (ds["prediction_timedelta"].values == [torch.tensor(h).numpy() * 3600 * 10**9 for h in (6, 12, 18, 24)]).all()
 
 
@@ -330,3 +337,48 @@ def test_result_files_have_only_the_documented_keys(tmp_path, wb2_benchmark):
     result = read_result(next(tmp_path.rglob("seed0.json")))
     undocumented = set(result) - set(get_type_hints(Result))
     assert not undocumented, f"result keys missing from wxbench.results.Result: {sorted(undocumented)}"
+
+
+def test_exit_status_says_whether_every_run_succeeded(tmp_path, wb2_benchmark, wxbench_registry):
+    """0: all runs ok; 1: some or all failed (every run still written); 2: refused before any work."""
+    wxbench_registry.add_plugin(_FaultyPlugin(), name="faulty")
+    bench = ["--benchmark", str(wb2_benchmark), "--no-leaderboard"]
+    assert run_cli("-m", "persistence", *bench, "--output", str(tmp_path / "ok"))[0] == 0
+    assert run_cli("-m", "persistence", "-m", "faulty_fit", *bench, "--output", str(tmp_path / "one"))[0] == 1
+    assert len(load_results(tmp_path / "one")) == 2
+    assert run_cli("-m", "faulty_fit", "-m", "faulty_predict", *bench, "--output", str(tmp_path / "all"))[0] == 1
+    assert len(load_results(tmp_path / "all")) == 2
+
+
+def test_a_misspelt_hyperparameter_is_refused_before_any_model_starts(tmp_path, wb2_benchmark):
+    code, output = run_cli("-m", "persistence", "-m", "lr", "-H", "lr.alhpa=3", "--benchmark", str(wb2_benchmark),
+                           "--output", str(tmp_path))
+    assert code == 2, output
+    assert "unknown hyperparameter(s) 'alhpa' (did you mean 'alpha'?)" in output
+    assert not list(tmp_path.rglob("seed*.json"))
+
+
+def test_foreign_and_damaged_result_files_are_skipped_with_a_reason(tmp_path, wb2_benchmark):
+    """A truncated JSON, one of another schema version and an unrelated one give the same leaderboard
+    as without them, plus one skip line each."""
+    from wxbench.leaderboard import build_leaderboards
+
+    assert run_cli("-m", "persistence", "-m", "climatology", "--benchmark", str(wb2_benchmark),
+                   "--output", str(tmp_path), "--no-leaderboard")[0] == 0
+    build_leaderboards(tmp_path, plots=False)
+    board_json = tmp_path / "leaderboards" / "tiny-wb2-v1" / "smoke" / "leaderboard.json"
+    clean = json.loads(board_json.read_text())
+    good = next(tmp_path.rglob("persistence/seed0.json"))
+    junk = good.parent.parent / "junk"
+    junk.mkdir()
+    (junk / "seed0.json").write_text(good.read_text()[:200])
+    (junk / "seed1.json").write_text(good.read_text().replace('"schema_version": 1', '"schema_version": 7'))
+    (junk / "seed2.json").write_text(json.dumps({"hello": "world"}))
+    out = CliRunner().invoke(main, ["leaderboard", str(tmp_path), "--no-plots"])
+    assert out.exit_code == 0, out.output
+    assert "skipped 3 result file(s)" in out.output and "schema version 7" in out.output
+    messy = json.loads(board_json.read_text())
+    assert messy["rows"] == clean["rows"]
+    assert len(messy["skipped_files"]) == 3
+    board = board_json.with_suffix(".md").read_text()
+    assert "## Skipped result files" in board and "unreadable JSON" in board

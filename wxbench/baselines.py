@@ -2,9 +2,11 @@
 score is normalised by one of them.
 
 - ``persistence``: the last observed state, repeated for every lead time.
-- ``climatology``: the training-split time mean at every grid point (WeatherBench 1's
-  "climatology"; the embedded Held-Suarez data has no seasonal or diurnal cycle, so a
-  calendar-dependent mean would only add noise there).
+- ``climatology``: the benchmark's climatology at each forecast's valid time
+  (:mod:`wxbench.data.climatology`): on wb1/wb2 data the day-of-year x hour-of-day climatology of
+  the training years (WeatherBench 2's climatology forecast), or a user-given WB2 climatology store;
+  on the embedded Held-Suarez data, which has no seasonal or diurnal cycle, the training-split time
+  mean at every grid point (WeatherBench 1's "climatology").
 
 They are registered through the same hook as any plugin's models (the registry loads this module
 as the built-in plugin ``wxbench``), so they are listed by ``wxbench plugins`` and run by
@@ -22,8 +24,10 @@ from .hookspecs import hookimpl
 from .interfaces import Budget, FitReport, Forecaster
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
+    from .data.climatology import Climatology as ClimatologyTable
     from .data.splits import SplitData
 
 #: the reference the headline score divides by, and the one a scorecard compares with by default
@@ -53,26 +57,50 @@ class Persistence(Forecaster):
 class Climatology(Forecaster):
     name = "climatology"
     family = "baseline"
+    needs_init_times = True  # the forecast depends on the valid times' day of year and hour
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.mean: torch.Tensor | None = None
+        self.climatology: ClimatologyTable | None = None  # normalised units
 
     def fit(self, train: SplitData, val: SplitData, budget: Budget) -> FitReport:
+        from .data.climatology import Climatology as ClimatologyTable
+
         start = time.perf_counter()
-        self.mean = train.fields.double().mean(dim=0).float()  # (C, H, W), normalised units
-        self.weights = "training-split mean"
+        benchmark_clim = train.climatology  # physical units; None on a split built without one
+        if benchmark_clim is None or benchmark_clim.kind == "invariant":
+            # the time mean of the normalised training split itself, as before calendars existed: keeps the
+            # embedded data's scores bit for bit (normalising the physical mean would round differently)
+            self.climatology = ClimatologyTable.time_mean(train.fields, self.grid.channels,
+                                                          origin="the normalised training split")
+            self.weights = "training-split mean"
+        else:
+            self.climatology = benchmark_clim.normalised(train.normaliser)
+            self.weights = f"climatology: {benchmark_clim.describe()}"
         return FitReport(seconds=time.perf_counter() - start, stopped_because="closed form")
 
-    def predict(self, history: torch.Tensor) -> torch.Tensor:
+    def predict(self, history: torch.Tensor, init_times: np.ndarray | None = None) -> torch.Tensor:
+        import numpy as np
+
         b = history.shape[0]
-        return self.mean.to(history.device).expand(b, self.grid.output_steps, -1, -1, -1).clone()
+        lead = self.grid.output_steps
+        if self.climatology.kind == "invariant":
+            return self.climatology.table(history.device).expand(b, lead, *self.climatology.shape).clone()
+        if init_times is None or len(init_times) != b:
+            raise ValueError(f"climatology.predict: needs the {b} windows' init_times (datetime64), got "
+                             f"{None if init_times is None else len(init_times)}")
+        leads = np.array(self.grid.lead_hours, dtype="timedelta64[h]")
+        valid = np.asarray(init_times, dtype="datetime64[ns]")[:, None] + leads
+        return self.climatology.at(valid, device=history.device).clone()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"mean": self.mean}
+        # the calendar table is (366, hours, C, H, W) float32: 12 MB per channel at 64x32 and 6 h
+        return {"climatology": self.climatology.state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.mean = state["mean"]
+        from .data.climatology import Climatology as ClimatologyTable
+
+        self.climatology = ClimatologyTable.from_state(state["climatology"])
 
 
 @hookimpl

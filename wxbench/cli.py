@@ -16,6 +16,12 @@ from .profiles import DEFAULT_PROFILE, PROFILES
 from .results import DEFAULT_OUTPUT
 
 
+#: exit codes: 0 every run succeeded; 1 at least one run failed (the others were still run, written and
+#: ranked); 2 wxbench refused the command before any work (bad option, unknown model, missing data)
+EXIT_RUNS_FAILED = 1
+EXIT_REFUSED = 2
+
+
 class _Group(click.Group):
     """Turns wxbench's own errors into one clear line and exit code 2, not a traceback."""
 
@@ -24,7 +30,7 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except WxbenchError as exc:
             click.echo(f"Error: {exc}", err=True)
-            sys.exit(2)
+            sys.exit(EXIT_REFUSED)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -124,6 +130,9 @@ class SeedList(click.ParamType):
 @click.option("--benchmark", default=DEFAULT_BENCHMARK, show_default=True,
               help=f"Built-in benchmark ({', '.join(BUILTIN_BENCHMARKS)}) or a benchmark .toml file.")
 @click.option("--data-path", default=None, help="Location of WB1/WB2 data for the wb1/wb2 benchmarks.")
+@click.option("--climatology", "climatology_path", default=None,
+              help="A WB2 climatology store (zarr: dayofyear x hour x grid) for ACC and the climatology baseline, "
+                   "instead of the one computed from the training years.")
 @click.option("--profile", default=DEFAULT_PROFILE, show_default=True, type=click.Choice(list(PROFILES)),
               help="Training budget profile.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
@@ -142,7 +151,7 @@ class SeedList(click.ParamType):
 @click.option("--retries", default=0, show_default=True, help="Ray executor: retries of a task that dies.")
 @click.option("--no-leaderboard", is_flag=True, help="Do not build the leaderboard after the run.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars (for CI logs).")
-def run(run_all, models, benchmark, data_path, profile, device, seeds, seed_list, output, resume, ensemble_size,
+def run(run_all, models, benchmark, data_path, climatology_path, profile, device, seeds, seed_list, output, resume, ensemble_size,
         hparams, save_forecasts, no_checkpoint, executor, address, retries, no_leaderboard, quiet) -> None:
     """Train and score models on one benchmark and profile, then build its leaderboard.
 
@@ -170,9 +179,21 @@ def run(run_all, models, benchmark, data_path, profile, device, seeds, seed_list
     if executor != "ray" and (address is not None or retries):
         raise ConfigError("--address and --retries are options of the ray executor (--executor ray)")
     overrides = _parse_overrides(hparams)
-    for name in overrides:
-        registry.forecaster(name)
+    for name, values in overrides.items():  # -H cnn.widht=3 fails here, not in 23 error rows later
+        reg = registry.forecaster(name)
+        reg.cls.check_hyperparameters(values, name)
     bench = get_benchmark(benchmark, data_path)
+    _check_data_location(bench)
+    if climatology_path is not None:
+        from dataclasses import replace
+
+        remote = "://" in climatology_path
+        bench = replace(bench, climatology=climatology_path if remote else str(Path(climatology_path).expanduser()
+                                                                              .resolve()))
+    if bench.climatology is not None:  # a store on another grid or calendar fails here, before any work
+        from .data.climatology import check_wb2_climatology
+
+        check_wb2_climatology(bench.climatology, bench.channels, bench.step_hours)
     if executor != "ray":  # a Ray head node may have no GPU; the Ray executor checks the cluster
         resolve_device(device)  # --device cuda without CUDA fails before any work
     seed_values = list(seeds) + (seed_list or [])
@@ -197,10 +218,29 @@ def run(run_all, models, benchmark, data_path, profile, device, seeds, seed_list
     if not no_leaderboard:
         from .leaderboard import build_leaderboards
 
-        for path in build_leaderboards(output):
+        skipped: list = []
+        for path in build_leaderboards(output, skipped=skipped):
             click.echo(f"leaderboard: {path}")
             if not quiet:
                 click.echo(path.read_text().split("\n## ")[0])
+        _report_skipped(skipped)
+    if bad:  # the other runs are written and on the leaderboard; a script or CI must still see it
+        sys.exit(EXIT_RUNS_FAILED)
+
+
+def _check_data_location(bench) -> None:
+    """A remote --data-path whose protocol needs a missing package (gcsfs, s3fs) fails here, before any work."""
+    if bench.path is not None:
+        from .data.stores import filesystem
+
+        filesystem(bench.path, f"benchmark {bench.name!r}: data path")
+
+
+def _report_skipped(skipped: list) -> None:
+    if skipped:
+        click.echo(f"skipped {len(skipped)} result file(s) that are not results of this wxbench:", err=True)
+        for path, reason in skipped:
+            click.echo(f"  {path}: {reason}", err=True)
 
 
 def _with_overrides(task, hp):
@@ -217,7 +257,9 @@ def leaderboard(results: str, output: str | None, no_plots: bool) -> None:
     """Build Markdown/CSV/JSON leaderboards and PNG plots from a results folder."""
     from .leaderboard import build_leaderboards
 
-    written = build_leaderboards(results, output, plots=not no_plots)
+    skipped: list = []
+    written = build_leaderboards(results, output, plots=not no_plots, skipped=skipped)
+    _report_skipped(skipped)
     if not written:
         click.echo(f"no result files under {results}")
     for path in written:
@@ -232,6 +274,63 @@ def score(result_file: str, device: str) -> None:
     from .scoring import rescore
 
     click.echo(json.dumps(rescore(Path(result_file), device=device), indent=1))
+
+
+@main.command("evaluate")
+@click.argument("forecast")
+@click.option("--benchmark", default=DEFAULT_BENCHMARK, show_default=True,
+              help=f"Built-in benchmark ({', '.join(BUILTIN_BENCHMARKS)}) or a benchmark .toml file.")
+@click.option("--data-path", default=None, help="Location of WB1/WB2 data for the wb1/wb2 benchmarks.")
+@click.option("--name", default=None, help="Model name on the leaderboard (default: the file's name).")
+@click.option("--profile", default=DEFAULT_PROFILE, show_default=True, type=click.Choice(list(PROFILES)),
+              help="The leaderboard (benchmark, profile) the forecast joins.")
+@click.option("--output", default=DEFAULT_OUTPUT, show_default=True, type=click.Path(file_okay=False),
+              help="Results folder.")
+@click.option("--no-leaderboard", is_flag=True, help="Do not rebuild the leaderboard.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+def evaluate_command(forecast, benchmark, data_path, name, profile, output, no_leaderboard, quiet) -> None:
+    """Score a forecast made elsewhere: FORECAST is a zarr in the WeatherBench 2 forecast layout (local or
+    gs://, s3://, https://) covering the benchmark's test initialisations and lead times. Its result is
+    ranked beside the trained models, marked external."""
+    from .data.benchmarks import get_benchmark
+    from .data.stores import filesystem
+    from .external import evaluate_forecast_file
+    from .progress import set_quiet
+
+    set_quiet(quiet)
+    bench = get_benchmark(benchmark, data_path)
+    _check_data_location(bench)
+    filesystem(forecast, "forecast file")
+    result = evaluate_forecast_file(forecast, bench, name=name, profile=profile, output=output,
+                                    progress=not quiet)
+    click.echo(f"{result['model']}: {result['test_windows']} test initialisations scored; results in {output}")
+    if not no_leaderboard:
+        from .leaderboard import build_leaderboards
+
+        skipped: list = []
+        for path in build_leaderboards(output, skipped=skipped):
+            click.echo(f"leaderboard: {path}")
+
+
+@main.command("export")
+@click.argument("out", type=click.Path(dir_okay=True, file_okay=False))
+@click.option("--benchmark", default=DEFAULT_BENCHMARK, show_default=True,
+              help=f"Built-in benchmark ({', '.join(BUILTIN_BENCHMARKS)}) or a benchmark .toml file.")
+@click.option("--data-path", default=None, help="Location of WB1/WB2 data for the wb1/wb2 benchmarks.")
+@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+def export_command(out, benchmark, data_path, split, quiet) -> None:
+    """Write a split's scored truth to OUT (a zarr in the WB2 observation layout) and the benchmark's
+    climatology beside it (OUT's name + .climatology.zarr), for WeatherBench 2's own evaluation."""
+    from .data.benchmarks import get_benchmark
+    from .external import export_split
+    from .progress import set_quiet
+
+    set_quiet(quiet)
+    bench = get_benchmark(benchmark, data_path)
+    _check_data_location(bench)
+    for kind, path in export_split(bench, split, out, progress=not quiet).items():
+        click.echo(f"{kind}: {path}")
 
 
 @main.group()

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Mapping
 from .errors import ConfigError, ContractViolation
 
 if TYPE_CHECKING:  # torch is imported lazily: `wxbench plugins` must not pay for it
+    import numpy as np
     import torch
 
     from .data.splits import SplitData
@@ -103,17 +104,23 @@ class _Configurable:
     #: per run profile, overrides of the defaults (e.g. a smaller model for ``smoke``)
     profile_hyperparameters: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
-    def __init__(self, grid: GridSpec, *, device: str = "cpu", seed: int = 0, **hparams: Any) -> None:
-        unknown = sorted(set(hparams) - set(self.hyperparameters))
+    @classmethod
+    def check_hyperparameters(cls, keys: Any, name: str | None = None) -> None:
+        """Raise ConfigError naming the model and every key it does not declare, with a did-you-mean
+        hint (the CLI calls it for ``-H`` before any work; the constructor calls it again)."""
+        unknown = sorted(set(keys) - set(cls.hyperparameters))
         if unknown:
             hints = []
             for key in unknown:
-                close = difflib.get_close_matches(key, list(self.hyperparameters), n=1)
+                close = difflib.get_close_matches(key, list(cls.hyperparameters), n=1)
                 hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
             raise ConfigError(
-                f"{type(self).__name__} {getattr(self, 'name', '?')!r}: unknown hyperparameter(s) "
-                f"{', '.join(hints)}; known: {', '.join(sorted(self.hyperparameters))}"
+                f"{cls.__name__} {name or getattr(cls, 'name', '?')!r}: unknown hyperparameter(s) "
+                f"{', '.join(hints)}; known: {', '.join(sorted(cls.hyperparameters))}"
             )
+
+    def __init__(self, grid: GridSpec, *, device: str = "cpu", seed: int = 0, **hparams: Any) -> None:
+        self.check_hyperparameters(hparams, getattr(self, "name", None))
         self.grid = grid
         self.device = device
         self.seed = seed
@@ -137,6 +144,11 @@ class Forecaster(_Configurable, abc.ABC):
     family: ClassVar[str] = "other"
     normalisation: ClassVar[Normalisation] = "zscore"
     probabilistic: ClassVar[bool] = False
+    #: opt-in for models that depend on the calendar (a climatology): True makes the harness call
+    #: ``predict(history, init_times=...)`` with each window's initialisation time, a ``(B,)`` datetime64[ns]
+    #: array (the valid time of lead ``l`` is ``init_times + (l + 1) * grid.step_hours`` hours); False (the
+    #: default) calls ``predict(history)``. Either way through :func:`predict_batch`.
+    needs_init_times: ClassVar[bool] = False
 
     def __init__(self, grid: GridSpec, *, device: str = "cpu", seed: int = 0, ensemble_size: int = 1,
                  **hparams: Any) -> None:
@@ -149,7 +161,9 @@ class Forecaster(_Configurable, abc.ABC):
 
     @abc.abstractmethod
     def predict(self, history: torch.Tensor) -> torch.Tensor:
-        """(B, 12, C, H, W) normalised -> (B, 4, C, H, W), or (B, E, 4, C, H, W) when probabilistic."""
+        """(B, 12, C, H, W) normalised -> (B, 4, C, H, W), or (B, E, 4, C, H, W) when probabilistic.
+
+        A model with ``needs_init_times = True`` is called ``predict(history, init_times=...)`` instead."""
 
     @abc.abstractmethod
     def state_dict(self) -> dict[str, Any]:
@@ -194,6 +208,14 @@ class Encoder(_Configurable, abc.ABC):
 
     @abc.abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def predict_batch(model: Forecaster, history: torch.Tensor, init_times: np.ndarray) -> Any:
+    """``model``'s forecast for ``history``, passing the windows' ``init_times`` (``(B,)`` datetime64[ns]) only
+    to a model that asks for them (:attr:`Forecaster.needs_init_times`): the one way the harness calls predict."""
+    if model.needs_init_times:
+        return model.predict(history, init_times=init_times)
+    return model.predict(history)
 
 
 def check_forecast(output: Any, history: torch.Tensor, model: Forecaster, who: str) -> torch.Tensor:

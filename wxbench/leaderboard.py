@@ -29,7 +29,10 @@ HEADLINE = (f"for each variable, the latitude-weighted RMSE at the last lead tim
             f"stored in each result as its reference scores), then averaged over variables. Below 1 "
             f"beats {HEADLINE_REFERENCE}; lower is better.")
 #: the per-variable scores a leaderboard row carries, in table order
-ROW_METRICS = ("rmse", "mae", "bias", "acc", "crps", "crps_standard", "spread_skill", "ensemble_mean_rmse")
+ROW_METRICS = ("rmse", "mae", "bias", "acc", "crps", "crps_standard", "spread_skill", "spread_skill_corrected",
+               "ensemble_mean_rmse", "ensemble_mean_rmse_debiased")
+#: the spread/skill the Markdown table shows: corrected for the ensemble size, so 1 is calibrated at any M
+TABLE_SPREAD_SKILL = "spread_skill_corrected"
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -110,8 +113,11 @@ def summarise(results: list[dict[str, Any]]) -> Leaderboard:
                 row[f"{metric}/{c}/std"] = (per_lead.std(axis=0, ddof=1) if len(good) > 1
                                             else np.zeros(per_lead.shape[1])).tolist()
         row["is_ensemble"] = good[0].get("is_ensemble", False)
+        # a forecast scored from a file (wxbench evaluate) was not trained or timed here
+        row["external"] = bool(good[0].get("external", False))
         for key in ("samples_per_second", "train_seconds", "eval_seconds"):
-            row[key] = float(np.mean([r["throughput"][key] for r in good]))
+            values = [r["throughput"].get(key) for r in good]
+            row[key] = float(np.mean(values)) if all(v is not None for v in values) else None
         row["wall_seconds"] = float(np.mean([r["wall_seconds"] for r in good]))
         row["parameters"] = good[0].get("model_info", {}).get("parameters")
         row["reconstruction_rmse"] = good[0].get("model_info", {}).get("reconstruction_rmse")
@@ -138,7 +144,7 @@ def markdown_table(board: Leaderboard, *, title: str, provenance: dict[str, Any]
     if not rows:
         return f"# {title}\n\nNo results.\n"
     lead = lead_hours[last] if lead_hours else "?"
-    rmse, acc_info, crps_info, ss = METRICS["rmse"], METRICS["acc"], METRICS["crps"], METRICS["spread_skill"]
+    rmse, acc_info, crps_info, ss = METRICS["rmse"], METRICS["acc"], METRICS["crps"], METRICS[TABLE_SPREAD_SKILL]
     headers = ["#", "model", "family", f"score {rmse.arrow} (RMSE {lead} h / {HEADLINE_REFERENCE} RMSE)"]
     headers += [f"{rmse.label} {rmse.arrow} {lead} h {c} ({units_label(c)})" for c in channels]
     headers += [f"{acc_info.label} {acc_info.arrow} {lead} h (mean)",
@@ -151,13 +157,15 @@ def markdown_table(board: Leaderboard, *, title: str, provenance: dict[str, Any]
         n = r["ok_seeds"]
         acc = [r[f"acc/{c}"][last] for c in channels if f"acc/{c}" in r]
         crps = r.get(f"crps/{channels[0]}")
+        spread_skill = r.get(f"{TABLE_SPREAD_SKILL}/{channels[0]}")
         table.append([
-            r["rank"], r["model"], r["family"], _fmt(r["headline"], r["headline_std"], n),
+            r["rank"], r["model"] + (" (external)" if r.get("external") else ""), r["family"],
+            _fmt(r["headline"], r["headline_std"], n),
             *[_fmt(r[f"rmse/{c}"][last], r[f"rmse/{c}/std"][last], n) for c in channels],
             f"{np.mean(acc):.3f}" if acc else "-",
             (_fmt(crps[last], 0.0, 1) + ("" if r["is_ensemble"] else " (=MAE)")) if crps else "-",
-            f"{r[f'spread_skill/{channels[0]}'][last]:.2f}" if f"spread_skill/{channels[0]}" in r else "-",
-            f"{r['train_seconds']:.0f}", f"{r['samples_per_second']:.0f}",
+            f"{spread_skill[last]:.2f}" if spread_skill else "-",
+            _seconds(r["train_seconds"]), _seconds(r["samples_per_second"]),
             _human(r["parameters"]), r["weights"],
         ])
     lines = [f"# {title}", "", tabulate(table, headers=headers, tablefmt="github"), ""]
@@ -185,13 +193,17 @@ def markdown_table(board: Leaderboard, *, title: str, provenance: dict[str, Any]
                   "",
                   tabulate(recon, headers=["model", *[f"{c} floor / {lead} h" for c in channels]],
                            tablefmt="github"), ""]
-    timing = [[r["model"], f"{r['wall_seconds']:.0f}", f"{r['train_seconds']:.0f}", f"{r['eval_seconds']:.1f}",
+    timing = [[r["model"], f"{r['wall_seconds']:.0f}", _seconds(r["train_seconds"]), _seconds(r["eval_seconds"], 1),
                r["stopped_because"], r["device_name"]] for r in rows if r["status"] == "ok"]
     lines += ["## Time per model", "", tabulate(timing, headers=["model", "total s", "train s", "eval s", "training stopped by", "device"],
                                                 tablefmt="github"), ""]
     lines += ["## Provenance", "", "```json", json.dumps(provenance, indent=1, default=str), "```", "",
               f"Score: {HEADLINE}", ""]
     return "\n".join(lines)
+
+
+def _seconds(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def _floor_and_forecast(floor: float | None, forecast: float) -> str:
@@ -207,9 +219,17 @@ def _human(n: int | None) -> str:
     return str(n)
 
 
-def build_leaderboards(results_folder: str | Path, output: str | Path | None = None, *, plots: bool = True) -> list[Path]:
-    """Write a leaderboard per (benchmark, profile) found in ``results_folder``; return the Markdown paths."""
-    results = load_results(results_folder)
+def build_leaderboards(results_folder: str | Path, output: str | Path | None = None, *, plots: bool = True,
+                       skipped: list[tuple[Path, str]] | None = None) -> list[Path]:
+    """Write a leaderboard per (benchmark, profile) found in ``results_folder``; return the Markdown paths.
+
+    Result files that cannot be read (:func:`wxbench.results.load_results`) are left out; every
+    leaderboard lists them with the reason, and ``skipped`` (if given) receives them.
+    """
+    skipped = [] if skipped is None else skipped
+    results = load_results(results_folder, skipped=skipped)
+    skipped_rows = [[str(Path(path).relative_to(results_folder)) if Path(path).is_relative_to(results_folder)
+                     else str(path), reason] for path, reason in skipped]
     output = Path(output) if output is not None else Path(results_folder) / "leaderboards"
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in results:
@@ -220,10 +240,18 @@ def build_leaderboards(results_folder: str | Path, output: str | Path | None = N
         folder = output / bench / profile
         provenance = _group_provenance(group)
         md = markdown_table(board, title=f"wxbench leaderboard: {bench}, profile {profile}", provenance=provenance)
+        if skipped_rows:
+            from tabulate import tabulate
+
+            md += (f"\n## Skipped result files\n\n{len(skipped_rows)} file(s) under the results folder could not be "
+                   f"read as results of this wxbench and are not in the table:\n\n"
+                   + tabulate(skipped_rows, headers=["file", "reason"], tablefmt="github") + "\n")
         write_atomic(folder / "leaderboard.md", md.encode())
         write_atomic(folder / "leaderboard.json", json.dumps({"benchmark": bench, "profile": profile,
                                                                "provenance": provenance, "headline": HEADLINE,
-                                                               "rows": board.rows},
+                                                               "rows": board.rows,
+                                                               "skipped_files": [dict(zip(("file", "reason"), s))
+                                                                                 for s in skipped_rows]},
                                                               indent=1, default=str).encode())
         write_atomic(folder / "leaderboard.csv", _csv(board.rows).encode())
         if plots and any(r["status"] == "ok" for r in board.rows):

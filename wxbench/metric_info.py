@@ -41,7 +41,10 @@ METRICS: dict[str, MetricInfo] = {m.name: m for m in (
     MetricInfo("acc", "ACC", "higher", physical_units=False),
     MetricInfo("crps", "CRPS (fair)", "lower"),
     MetricInfo("crps_standard", "CRPS (standard)", "lower"),
-    MetricInfo("ensemble_mean_rmse", "ensemble-mean RMSE", "lower"),
+    MetricInfo("ensemble_mean_rmse", "ensemble-mean RMSE (raw)", "lower"),
+    MetricInfo("ensemble_mean_rmse_debiased", "ensemble-mean RMSE (debiased)", "lower"),
     MetricInfo("spread", "spread", "none"),
-    MetricInfo("spread_skill", "spread/skill", "one", physical_units=False),
+    # raw: a calibrated M-member ensemble reads sqrt(M / (M + 1)), e.g. 0.94 at M = 8
+    MetricInfo("spread_skill", "spread/skill (raw)", "one", physical_units=False),
+    MetricInfo("spread_skill_corrected", "spread/skill (×√((M+1)/M))", "one", physical_units=False),
 )}

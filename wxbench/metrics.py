@@ -25,6 +25,7 @@ The double sum is evaluated in O(M log M) from the sorted members,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -240,6 +241,39 @@ def _weighted_grid_sum(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return x.sum(dim=-1).to(_FLOAT64) @ weights
 
 
+class _Anomaly:
+    """A climatology ready for subtraction at the precision of the fields it is subtracted from.
+
+    A float64 climatology is also held as a float32 pair ``hi + lo``: a float32 truth minus ``hi`` is
+    exact where the two are close, so the anomaly keeps float64's accuracy in float32 work. A float32
+    climatology (what the runner passes) is subtracted as it is.
+    """
+
+    def __init__(self, full: torch.Tensor, hi: torch.Tensor, lo: torch.Tensor | None) -> None:
+        self.full, self.hi, self.lo = full, hi, lo
+
+    @classmethod
+    def of(cls, clim: torch.Tensor) -> _Anomaly:
+        if clim.dtype == _FLOAT64:
+            hi = clim.float()
+            return cls(clim, hi, (clim - hi.double()).float())
+        clim = clim.to(torch.promote_types(clim.dtype, torch.float32))
+        return cls(clim, clim, None)
+
+    def samples(self, start: int, stop: int) -> _Anomaly:
+        """Samples ``start:stop`` of a per-sample climatology (B, ...); a broadcast one (1, ...) as it is."""
+        if self.full.shape[0] == 1:
+            return self
+        lo = self.lo[start:stop] if self.lo is not None else None
+        return _Anomaly(self.full[start:stop], self.hi[start:stop], lo)
+
+    def subtract_from(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` minus the climatology, at x's precision (at least float32)."""
+        if x.dtype == _FLOAT64:
+            return x - self.full
+        return x - self.hi if self.lo is None else (x - self.hi) - self.lo
+
+
 class ScoreAccumulator:
     """Accumulate latitude-weighted scores per channel and lead time over batches of samples.
 
@@ -247,8 +281,10 @@ class ScoreAccumulator:
         lat: latitudes in degrees, length ``H`` (the order of the forecast's latitude axis).
         channels: channel names, length ``C`` (the order of the channel axis).
         lead_hours: lead times in hours, length ``L`` (the order of the lead axis).
-        climatology: optional climatology in physical units, ``(C, H, W)`` or ``(L, C, H, W)``
-            (e.g. the training-split mean for each lead's valid time); needed for ``acc``.
+        climatology: optional fixed climatology in physical units, ``(C, H, W)`` or
+            ``(L, C, H, W)`` (the same for every sample); or give each batch its own to
+            :meth:`update` (the climatology at every sample's valid times, as the runner does).
+            Either is needed for ``acc``.
 
     Call :meth:`update` with each batch and :meth:`compute` at the end.  Only float64 sums of
     shape ``(L, C)`` are kept (on the first forecast's device; on CPU for MPS, which lacks
@@ -270,12 +306,15 @@ class ScoreAccumulator:
     * ``crps``: for an ensemble the fair CRPS (headline, as WB2), ``mean_s <fair_crps>``; for a
       deterministic forecast the CRPS of a one-member ensemble, which is exactly the MAE (check
       :attr:`is_ensemble` to tell the two apart).
-    * Ensemble only: ``crps_standard`` (``mean_s <standard_crps>``, the properscoring
-      estimator); ``ensemble_mean_rmse`` (same as ``rmse``, named explicitly); ``spread`` =
-      ``sqrt(mean_s <var>)`` with the unbiased member variance (``ddof=1``); and
-      ``spread_skill`` = ``spread / ensemble_mean_rmse``.  No finite-ensemble correction is
-      applied (WB2 mentions multiplying the spread by ``sqrt((M+1)/M)`` so that a perfectly
-      reliable ensemble scores 1; multiply by that yourself if you want it).
+    * Ensemble only (``M`` members): ``crps_standard`` (``mean_s <standard_crps>``, the
+      properscoring estimator); ``ensemble_mean_rmse`` (same as ``rmse``, named explicitly);
+      ``ensemble_mean_rmse_debiased`` = ``sqrt(mean_s <(mean_m f - o)^2 - var / M>)``, the root
+      of WB2's ``DebiasedEnsembleMeanMSE`` (unbiased for the infinite-ensemble mean's MSE; NaN
+      when the estimate is negative); ``spread`` = ``sqrt(mean_s <var>)`` with the unbiased
+      member variance (``ddof=1``); ``spread_skill`` = ``spread / ensemble_mean_rmse``, the raw
+      ratio as WB2's code computes it (a perfectly reliable ensemble scores
+      ``sqrt(M / (M + 1))``); and ``spread_skill_corrected`` = ``sqrt((M + 1) / M) *
+      spread_skill`` (Fortin et al. 2014), for which 1 means calibrated at any ``M``.
 
     For an ensemble, ``rmse``, ``mae``, ``bias`` and ``acc`` are scores of the ensemble mean.
     NaNs in the inputs propagate to the affected scores.
@@ -327,8 +366,8 @@ class ScoreAccumulator:
         self._n_samples = 0
         self._sums: dict[str, torch.Tensor] = {}
         self._w_dev: torch.Tensor | None = None
-        self._clim_dev: torch.Tensor | None = None
-        self._clim_pair: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._clim_dev: _Anomaly | None = None  # the fixed climatology on the sums' device
+        self._clim_per_batch: bool | None = None  # whether the batches bring their own climatology
 
     @property
     def is_ensemble(self) -> bool | None:
@@ -425,12 +464,28 @@ class ScoreAccumulator:
         assert self._w_dev is not None
         return _weighted_grid_sum(x, self._w_dev).sum(dim=0) / (x.shape[-2] * x.shape[-1])
 
-    def _anomaly(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` minus the climatology, at x's precision (at least float32)."""
-        if x.dtype == _FLOAT64:
-            return x - self._clim_dev
-        hi, lo = self._clim_pair
-        return (x - hi) - lo
+    def _batch_climatology(self, climatology: torch.Tensor | None, target: torch.Tensor) -> _Anomaly | None:
+        """The climatology this batch is scored against (the fixed one or the batch's own), or None."""
+        if climatology is None:
+            if self._clim_per_batch:
+                raise ValueError("ScoreAccumulator.update: earlier batches came with a climatology, this one "
+                                 "without; give every batch its own (for acc) or none")
+            return self._clim_dev
+        if self._clim is not None:
+            raise ValueError("ScoreAccumulator.update: a climatology per batch and one fixed at construction; "
+                             "give one or the other")
+        if self._clim_per_batch is False:
+            raise ValueError("ScoreAccumulator.update: this batch comes with a climatology, earlier ones "
+                             "without; give every batch its own (for acc) or none")
+        if not isinstance(climatology, torch.Tensor) or not climatology.dtype.is_floating_point:
+            raise TypeError("ScoreAccumulator.update: climatology must be a floating-point torch tensor")
+        b, n_lead, n_chan, n_lat, n_lon = target.shape
+        shape = tuple(climatology.shape)
+        if (len(shape) != 5 or shape[0] not in (1, b) or shape[1] not in (1, n_lead)
+                or shape[2:] != (n_chan, n_lat, n_lon)):
+            raise ValueError(f"ScoreAccumulator.update: climatology must be (B, L, C, H, W) = "
+                             f"({b}, {n_lead}, {n_chan}, {n_lat}, {n_lon}) (B or L may be 1), got {shape}")
+        return _Anomaly.of(climatology.to(self._device))
 
     def _add(self, name: str, value: torch.Tensor) -> None:
         if name in self._sums:
@@ -439,13 +494,18 @@ class ScoreAccumulator:
             self._sums[name] = value.clone()
 
     @torch.no_grad()
-    def update(self, forecast: torch.Tensor, target: torch.Tensor) -> None:
+    def update(self, forecast: torch.Tensor, target: torch.Tensor,
+               climatology: torch.Tensor | None = None) -> None:
         """Add a batch: ``forecast`` ``(B, L, C, H, W)`` or ``(B, E, L, C, H, W)``, ``target``
-        ``(B, L, C, H, W)``, both in physical units.
+        ``(B, L, C, H, W)``, both in physical units; ``climatology``: this batch's climatology in
+        physical units, ``(B, L, C, H, W)`` (each sample's at each lead's valid time; B or L may be
+        1 to broadcast), for ``acc`` when the accumulator has no fixed one. A float32 climatology is
+        subtracted in float32, a float64 one keeps float64's accuracy (as a float32 pair).
 
         The first update fixes the kind (deterministic or ensemble), the ensemble size, the
-        number of longitudes and the device the sums live on; later batches must agree (they are
-        moved to that device).  Raises ``ValueError``/``TypeError`` on any mismatch.
+        number of longitudes, whether batches bring a climatology, and the device the sums live on;
+        later batches must agree (they are moved to that device).  Raises ``ValueError``/``TypeError``
+        on any mismatch.
         """
         is_ens = self._check_shapes(forecast, target)
         if target.shape[0] == 0:
@@ -457,14 +517,13 @@ class ScoreAccumulator:
             self._device = device
             self._w_dev = self._weights.to(device)
             if self._clim is not None:
-                self._clim_dev = self._clim.to(device)
-                # the float64 climatology as a float32 pair (hi + lo): a float32 truth minus hi is
-                # exact where they are close, so the anomaly keeps float64's accuracy in float32 work
-                hi = self._clim_dev.float()
-                self._clim_pair = (hi, (self._clim_dev - hi.double()).float())
+                self._clim_dev = _Anomaly.of(self._clim.to(device).unsqueeze(0))  # (1, 1|L, C, H, W)
             self._is_ensemble = is_ens
             self._ensemble_size = forecast.shape[1] if is_ens else 1
             self._n_lon = target.shape[-1]
+        clim = self._batch_climatology(climatology, target)
+        if self._clim is None:
+            self._clim_per_batch = clim is not None
         # On CPU, score in chunks of samples small enough for the cache: whole-batch
         # temporaries made scoring cost a fifth of a small model's forward pass, mostly in memory
         # traffic.  A GPU takes the whole batch at once.  The chunks return row sums; the float64
@@ -472,7 +531,8 @@ class ScoreAccumulator:
         chunk = target.shape[0]
         if self._device.type == "cpu":
             chunk = max(1, _CHUNK_ELEMENTS // forecast[0].numel())
-        rows = torch.cat([self._row_sums(forecast[i:i + chunk], target[i:i + chunk], is_ens)
+        rows = torch.cat([self._row_sums(forecast[i:i + chunk], target[i:i + chunk], is_ens,
+                                         clim.samples(i, i + chunk) if clim is not None else None)
                           for i in range(0, target.shape[0], chunk)], dim=1)
         sums = rows.to(_FLOAT64) @ self._w_dev  # (quantity, B, L, C): latitude-weighted grid sums
         n_points = target.shape[-2] * target.shape[-1]
@@ -480,7 +540,7 @@ class ScoreAccumulator:
         self._add("se", se.sum(dim=0) / n_points)
         self._add("ae", ae.sum(dim=0) / n_points)
         self._add("e", e.sum(dim=0) / n_points)
-        if self._clim_dev is not None:
+        if clim is not None:
             # ACC from the observed anomaly oa = o - clim and the error: with fa = oa + err,
             # s_fo = sum w fa oa = s_oo + s_eo and s_ff = sum w fa^2 = s_oo + 2 s_eo + s_ee
             s_oo, s_eo = sums[3], sums[4]
@@ -489,7 +549,7 @@ class ScoreAccumulator:
             # there, sum directly (an exactly zero anomaly then gives NaN, as documented)
             near_climatology = s_ff <= 1e-6 * s_oo
             if bool(near_climatology.any()):
-                direct_fo, direct_ff = self._direct_anomaly_sums(forecast, target, is_ens)
+                direct_fo, direct_ff = self._direct_anomaly_sums(forecast, target, is_ens, clim)
                 s_fo = torch.where(near_climatology, direct_fo, s_fo)
                 s_ff = torch.where(near_climatology, direct_ff, s_ff)
             self._add("acc", (s_fo / torch.sqrt(s_ff * s_oo)).sum(dim=0))
@@ -515,14 +575,15 @@ class ScoreAccumulator:
         departures = f - o.unsqueeze(1)
         return departures.mean(dim=1), departures
 
-    def _row_sums(self, forecast: torch.Tensor, target: torch.Tensor, is_ens: bool) -> torch.Tensor:
+    def _row_sums(self, forecast: torch.Tensor, target: torch.Tensor, is_ens: bool,
+                  clim: _Anomaly | None) -> torch.Tensor:
         """Sums over each row of W values, (quantity, b, L, C, H): err^2, |err|, err and, with a
         climatology, oa^2 and oa * err (oa = target - climatology); adds the ensemble scores."""
         f, o = self._inputs(forecast, target)
         err, departures = self._error(f, o, is_ens)
         quantities = [err * err, err.abs(), err]
-        if self._clim_dev is not None:
-            oa = self._anomaly(o)
+        if clim is not None:
+            oa = clim.subtract_from(o)
             quantities += [oa * oa, oa * err]
         rows = torch.stack([q.sum(dim=-1) for q in quantities])
         del quantities, err
@@ -535,13 +596,13 @@ class ScoreAccumulator:
             self._add("var", self._wmean(torch.var(departures.to(_FLOAT64), dim=1, correction=1)))
         return rows
 
-    def _direct_anomaly_sums(self, forecast: torch.Tensor, target: torch.Tensor,
-                             is_ens: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _direct_anomaly_sums(self, forecast: torch.Tensor, target: torch.Tensor, is_ens: bool,
+                             clim: _Anomaly) -> tuple[torch.Tensor, torch.Tensor]:
         """Per sample (B, L, C): sum w fa oa and sum w fa^2, from the forecast anomaly fa itself."""
         f, o = self._inputs(forecast, target)
-        oa = self._anomaly(o)
+        oa = clim.subtract_from(o)
         # (an ensemble's mean departure is exact where the rounded member mean is not)
-        fa = oa + self._error(f, o, is_ens)[0] if is_ens else self._anomaly(f)
+        fa = oa + self._error(f, o, is_ens)[0] if is_ens else clim.subtract_from(f)
         return _weighted_grid_sum(fa * oa, self._w_dev), _weighted_grid_sum(fa * fa, self._w_dev)
 
     # -- results -------------------------------------------------------------------------------
@@ -563,9 +624,17 @@ class ScoreAccumulator:
             spread = torch.sqrt(s["var"])
             out["crps"] = s["crps_fair"]
             out["crps_standard"] = s["crps_std"]
+            m = self._ensemble_size
             out["ensemble_mean_rmse"] = rmse
+            # WB2's DebiasedEnsembleMeanMSE: the squared error of an M-member mean overstates the
+            # infinite-ensemble one by var / M on average; a negative estimate (a near-perfect
+            # ensemble mean) gives NaN rather than a made-up zero
+            out["ensemble_mean_rmse_debiased"] = torch.sqrt(s["se"] - s["var"] / m)
             out["spread"] = spread
             out["spread_skill"] = spread / rmse  # inf/NaN (no exception) when rmse == 0
+            # Fortin et al. (2014): a reliable M-member ensemble has E[spread^2] = M / (M + 1)
+            # E[rmse^2], so this factor makes 1 the calibrated value at any M
+            out["spread_skill_corrected"] = math.sqrt((m + 1) / m) * spread / rmse
         else:
             out["crps"] = s["ae"]
         return {
@@ -580,7 +649,8 @@ class ScoreAccumulator:
         kind = {None: "empty", True: "ensemble", False: "deterministic"}[self._is_ensemble]
         return (
             f"ScoreAccumulator(channels={list(self.channels)}, lead_hours={list(self.lead_hours)}, "
-            f"climatology={'yes' if self._clim is not None else 'no'}, {kind}, "
+            f"climatology={'fixed' if self._clim is not None else 'per batch' if self._clim_per_batch else 'no'}, "
+            f"{kind}, "
             f"n_samples={self._n_samples})"
         )
 

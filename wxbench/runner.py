@@ -27,7 +27,7 @@ from . import __version__
 from .data.benchmarks import Benchmark
 from .data.loading import BenchmarkData, load_benchmark
 from .errors import ConfigError
-from .interfaces import Forecaster, GridSpec, check_forecast
+from .interfaces import Forecaster, GridSpec, check_forecast, predict_batch
 from .plugins import Registration, get_registry
 from .profiles import Profile, get_profile
 from .progress import progress_bar
@@ -111,28 +111,34 @@ def evaluate(model: Forecaster, reg: Registration, data: BenchmarkData, profile:
     test = data.split("test", model.normalisation)
     norm = test.normaliser
     device = model.device
-    acc = ScoreAccumulator(torch.tensor(data.grid.lat), data.grid.channels, data.grid.lead_hours,
-                           climatology=data.climatology.to(device))
+    acc = ScoreAccumulator(torch.tensor(data.grid.lat), data.grid.channels, data.grid.lead_hours)
+    leads = np.array(data.grid.lead_hours, dtype="timedelta64[h]")
     example = None
     forecasts = []
     load_seconds = predict_seconds = 0.0
     start = time.perf_counter()
     batches = iter(test.batches(profile.budget.eval_batch_size, device=device))
     bar = progress_bar(total=len(test), desc=f"{reg.name} test", unit="window")
+    done = 0
     while True:
         t0 = time.perf_counter()
         batch = next(batches, None)
-        t1 = time.perf_counter()
-        load_seconds += t1 - t0
         if batch is None:
+            load_seconds += time.perf_counter() - t0
             break
         history, target = batch
-        output = check_forecast(model.predict(history), history, model, who)
+        # batches come in order: these are windows done .. done + B - 1
+        init_times = test.window_times(slice(done, done + len(history)))
+        climatology = data.climatology.at(init_times[:, None] + leads, device=device)  # (B, L, C, H, W)
+        done += len(history)
+        t1 = time.perf_counter()
+        load_seconds += t1 - t0
+        output = check_forecast(predict_batch(model, history, init_times), history, model, who)
         predict_seconds += time.perf_counter() - t1
         bar.update(len(history))
         forecast = norm.denormalise(output)
         truth = norm.denormalise(target.float())
-        acc.update(forecast, truth)
+        acc.update(forecast, truth, climatology=climatology)
         if example is None:
             example = {"forecast": forecast[0].cpu().numpy(), "truth": truth[0].cpu().numpy(),
                        "time": str(test.window_times(slice(0, 1))[0])}
@@ -142,7 +148,9 @@ def evaluate(model: Forecaster, reg: Registration, data: BenchmarkData, profile:
     throughput = None
     if measure_throughput:
         history, _ = next(test.batches(profile.budget.eval_batch_size, device=device))
-        throughput = samples_per_second(model.predict, history, device=device, repeats=profile.throughput_batches)
+        init_times = test.window_times(slice(0, len(history)))
+        throughput = samples_per_second(lambda h: predict_batch(model, h, init_times), history, device=device,
+                                        repeats=profile.throughput_batches)
     return {
         "scores": acc.compute(),
         "is_ensemble": acc.is_ensemble,
@@ -158,7 +166,7 @@ def evaluate(model: Forecaster, reg: Registration, data: BenchmarkData, profile:
     }
 
 
-_REFERENCE_SCORES: dict[tuple[str, str], dict[str, dict[str, list[float]]]] = {}
+_REFERENCE_SCORES: dict[tuple[str, str, str], dict[str, dict[str, list[float]]]] = {}
 
 
 def reference_scores(data: BenchmarkData, profile: Profile) -> dict[str, dict[str, dict[str, list[float]]]]:
@@ -167,11 +175,11 @@ def reference_scores(data: BenchmarkData, profile: Profile) -> dict[str, dict[st
 
     Stored in every result, so that a model's headline score (normalised by the climatology's
     RMSE) is the same whether or not the folder holds a climatology row. Computed with the same
-    :func:`evaluate` as any model's scores, once per process and data.
+    :func:`evaluate` as any model's scores, once per process, data and climatology.
     """
     from .baselines import REFERENCE_MODELS
 
-    key = (data.data_hash, profile.name)
+    key = (data.data_hash, data.climatology.content_hash, profile.name)  # a user's climatology store counts
     if key not in _REFERENCE_SCORES:
         registry = get_registry()
         scores = {}
@@ -382,7 +390,7 @@ def _record_evaluation(result: dict[str, Any], evaluation: dict[str, Any], fit, 
     if evaluation["forecasts"] is not None:
         from .forecast_io import write_wb2_forecasts
 
-        path = task.path.with_suffix(".forecast.nc")
+        path = task.path.with_suffix(".forecast.zarr")  # WB2 forecast layout (wxbench.forecast_io)
         write_wb2_forecasts(path, evaluation["forecasts"], evaluation["init_times"], data.grid,
                             ensemble=evaluation["is_ensemble"])
         result["forecast_file"] = path.name

@@ -5,13 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .data.benchmarks import Benchmark
 from .errors import ConfigError
 from .plugins import get_registry
 from .profiles import get_profile
-from .results import read_result
+from .results import read_checkpoint, read_result
 from .runtime import resolve_device
 
 
@@ -38,6 +36,6 @@ def rescore(result_file: Path, *, device: str = "auto") -> dict[str, Any]:
     device = resolve_device(device)
     model = build_model(reg, data.grid, result["profile"], device=device, seed=result["seed"],
                         ensemble_size=result.get("ensemble_size", 1), overrides=result["hyperparameters"])
-    model.load_state_dict(torch.load(checkpoint, map_location=device, weights_only=False))
+    model.load_state_dict(read_checkpoint(checkpoint, map_location=device))
     evaluation = evaluate(model, reg, data, get_profile(result["profile"]))
     return {"model": result["model"], "scores": evaluation["scores"], "stored_scores": result["scores"]}

@@ -27,9 +27,10 @@ import torch
 
 from .data.splits import Normaliser, SplitData, channel_stats, window_starts
 from .errors import ContractViolation
-from .interfaces import Budget, Encoder, FitReport, Forecaster, GridSpec, check_forecast
+from .interfaces import Budget, Encoder, FitReport, Forecaster, GridSpec, check_forecast, predict_batch
 from .plugins import Registration, registration_of
 from .profiles import get_profile
+from .results import read_checkpoint
 
 try:
     import pytest
@@ -109,8 +110,10 @@ def check_forecaster(target: str | type[Forecaster] | Registration, *, hyperpara
     model = _build(reg, grid, seed, ensemble_size, hyperparameters)
     report = model.fit(train, val, budget)
     assert isinstance(report, FitReport), f"{who}: fit must return a FitReport, got {type(report).__name__}"
-    history, _ = train.windows(torch.arange(min(3, len(train))))
-    out = model.predict(history)
+    windows = torch.arange(min(3, len(train)))
+    history, _ = train.windows(windows)
+    init_times = train.window_times(windows)
+    out = predict_batch(model, history, init_times)
     try:
         check_forecast(out, history, model, who)
     except ContractViolation as exc:
@@ -120,7 +123,7 @@ def check_forecaster(target: str | type[Forecaster] | Registration, *, hyperpara
     # determinism: the same seed gives the same trained model and forecast
     again = _build(reg, grid, seed, ensemble_size, hyperparameters)
     again.fit(train, val, budget)
-    out_again = again.predict(history)
+    out_again = predict_batch(again, history, init_times)
     assert torch.allclose(out, out_again, atol=1e-5, rtol=1e-4), \
         f"{who}: not deterministic under a fixed seed (max diff {(out - out_again).abs().max():.3g})"
 
@@ -131,14 +134,14 @@ def check_forecaster(target: str | type[Forecaster] | Registration, *, hyperpara
     torch.save(model.state_dict(), buffer)
     buffer.seek(0)
     restored = _build(reg, grid, seed + 1, ensemble_size, hyperparameters)
-    restored.load_state_dict(torch.load(buffer, weights_only=False))
+    restored.load_state_dict(read_checkpoint(buffer))
     if cls.probabilistic:
         torch.manual_seed(123)
-        a = model.predict(history)
+        a = predict_batch(model, history, init_times)
         torch.manual_seed(123)
-        r = restored.predict(history)
+        r = predict_batch(restored, history, init_times)
     else:
-        a, r = out, restored.predict(history)
+        a, r = out, predict_batch(restored, history, init_times)
     assert torch.allclose(a, r, atol=1e-5, rtol=1e-4), \
         f"{who}: state_dict round trip changes the forecast (max diff {(a - r).abs().max():.3g})"
     return {"fit": report, "output_shape": tuple(out.shape)}
@@ -177,7 +180,7 @@ def check_encoder(target: str | type[Encoder] | Registration, *, hyperparameters
     torch.save(enc.state_dict(), buffer)
     buffer.seek(0)
     restored = _build(reg, grid, seed + 1, 1, hyperparameters)
-    restored.load_state_dict(torch.load(buffer, weights_only=False))
+    restored.load_state_dict(read_checkpoint(buffer))
     with torch.no_grad():
         again = restored.decode(restored.encode(fields))
     assert torch.allclose(decoded, again, atol=1e-5, rtol=1e-4), f"{who}: state_dict round trip changes the reconstruction"
@@ -188,8 +191,9 @@ def forecast_mse(model: Forecaster, split: SplitData, limit: int = 16) -> float:
     """Latitude-weighted MSE of ``model``'s forecasts (ensemble mean) on up to ``limit`` windows."""
     from .metrics import latitude_weights
 
-    history, target = split.windows(split.evenly_spaced(limit))
-    out = model.predict(history)
+    windows = split.evenly_spaced(limit)
+    history, target = split.windows(windows)
+    out = predict_batch(model, history, split.window_times(windows))
     if model.probabilistic:
         out = out.mean(dim=1)
     weights = latitude_weights(torch.tensor(split.grid.lat)).float()

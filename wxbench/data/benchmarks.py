@@ -1,7 +1,12 @@
-"""Benchmarks: frozen, versioned definitions of data, variables, grid and splits.
+"""Benchmarks: frozen, versioned definitions of data, variables, grid, splits and initialisation hours.
 
-A benchmark never changes once released; a change to its data or splits gets a new version. Users
-define their own in a TOML file with the same fields (see ``Benchmark.from_toml``).
+A benchmark never changes once released; a change to its data, splits or initialisation times gets a new
+version. Users define their own in a TOML file with the same fields (see ``Benchmark.from_toml``).
+
+The train split is a range of states: every training window lies wholly inside it. The val and test splits
+are ranges of *initialisation* times (WeatherBench 2's convention): a window initialised in the range at one of
+``init_hours`` may take its history from before the range and its targets from after it, where the data
+exist (docs/protocol.md, "Windows and initialisation times").
 """
 
 from __future__ import annotations
@@ -32,13 +37,18 @@ class Benchmark:
     input_steps: int = 12
     output_steps: int = 4
     step_hours: int = 6
-    #: steps between two test initialisations (2 = every 12 h; which hours they fall on is described in
-    #: docs/protocol.md, Windows and initialisation times)
-    test_stride: int = 2
+    #: UTC hours at which val and test windows are initialised (the init is a window's last input state)
+    init_hours: tuple[int, ...] = (0, 12)
     #: data location for wb1/wb2 sources (a folder or zarr store); overridable with --data-path
     path: str | None = None
+    #: a WB2 climatology store (zarr, dayofyear x hour x grid) that ACC and the climatology baseline use instead of
+    #: the one computed from the training split (wxbench.data.climatology); overridable with --climatology
+    climatology: str | None = None
     #: embedded source only: the simulated trajectories, see wxbench.data.embedded
     trajectories: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    #: embedded source only: the name of the generated data in the cache (default: ``key``). A new version
+    #: that changes only the splits keeps it, so the same simulation is not generated again.
+    data_key: str | None = None
 
     def __hash__(self) -> int:  # trajectories hold dicts; hash the frozen definition instead
         import json
@@ -54,6 +64,7 @@ class Benchmark:
         return self.input_steps + self.output_steps
 
     def split_range(self, split: str) -> tuple[np.datetime64, np.datetime64]:
+        """Inclusive range: of states (train), of initialisation times (val, test)."""
         start, end = getattr(self, split)
         return np.datetime64(start, "ns"), np.datetime64(end, "ns")
 
@@ -73,10 +84,16 @@ class Benchmark:
         for (a, (_, a_end)), (b, (b_start, _)) in zip(zip(SPLITS, bounds), zip(SPLITS[1:], bounds[1:])):
             if b_start <= a_end:
                 raise ConfigError(f"benchmark {self.name!r}: splits {a!r} and {b!r} overlap")
+        hours = self.init_hours
+        if (not hours or list(hours) != sorted(set(hours))
+                or any(not isinstance(h, int) or not 0 <= h < 24 or h % self.step_hours for h in hours)):
+            raise ConfigError(f"benchmark {self.name!r}: init_hours must be distinct UTC hours in increasing order, "
+                              f"each in 0..23 and a multiple of step_hours ({self.step_hours}); got {list(hours)}")
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Benchmark:
-        """Read a user-defined benchmark. Required keys: name, version, source, channels, train, val, test."""
+        """Read a user-defined benchmark. Required keys: name, version, source, channels, train, val, test;
+        optional: description, path, init_hours (default [0, 12]), input_steps, output_steps, step_hours."""
         path = Path(path)
         try:
             raw = tomllib.loads(path.read_text())
@@ -84,6 +101,9 @@ class Benchmark:
             raise ConfigError(f"benchmark file {path}: {exc}") from exc
         raw = raw.get("benchmark", raw)
         known = {f for f in cls.__dataclass_fields__}
+        if "test_stride" in raw:
+            raise ConfigError(f"benchmark file {path}: 'test_stride' was replaced by 'init_hours', the UTC hours of "
+                              "the val and test initialisations, e.g. init_hours = [0, 12] (the default)")
         unknown = set(raw) - known
         if unknown:
             raise ConfigError(f"benchmark file {path}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
@@ -91,11 +111,16 @@ class Benchmark:
         if missing:
             raise ConfigError(f"benchmark file {path}: missing keys {sorted(missing)}")
         raw.setdefault("description", f"user-defined benchmark from {path}")
-        for key in ("channels", "train", "val", "test"):
-            raw[key] = tuple(raw[key])
+        for key in ("channels", "train", "val", "test", "init_hours"):
+            if key in raw:
+                raw[key] = tuple(raw[key])
         raw["trajectories"] = tuple(raw.get("trajectories", ()))
-        if raw.get("path") is not None and not Path(raw["path"]).is_absolute():
+        # a relative path is relative to the TOML file; a URL (gs://..., an fsspec location) is kept as given
+        if raw.get("path") is not None and "://" not in raw["path"] and not Path(raw["path"]).is_absolute():
             raw["path"] = str((path.parent / raw["path"]).resolve())
+        if raw.get("climatology") is not None and "://" not in raw["climatology"] \
+                and not Path(raw["climatology"]).is_absolute():
+            raw["climatology"] = str((path.parent / raw["climatology"]).resolve())
         bench = cls(**raw)
         bench.validate()
         return bench
@@ -105,9 +130,11 @@ class Benchmark:
 # Two independent trajectories run in parallel (one per core); the training split spans the first
 # and the start of the second, so no window crosses from one trajectory into the other (the gap in
 # the time axis between them breaks any window) and val/test come from the second trajectory's end.
+# Version 2: val/test are ranges of initialisation times at 00/12 UTC (version 1 had windows wholly
+# inside each split, initialised at 06/18 UTC); the generated data are those of version 1.
 EMBEDDED = Benchmark(
     name="embedded",
-    version=1,
+    version=2,
     description=("Held-Suarez primitive-equation simulation (dinosaur, T21 equiangular = WeatherBench "
                  "5.625 deg), generated locally; no seasonal or diurnal cycle"),
     source="embedded",
@@ -119,12 +146,13 @@ EMBEDDED = Benchmark(
         {"start": "spunup-0", "seed": 0, "start_time": "2000-01-01T00", "days": 456},
         {"start": "spunup-1", "seed": 1, "start_time": "2001-04-02T00", "days": 455},
     ),
+    data_key="embedded-v1",
 )
 
 # A few weeks of the same simulation, for tests and quick trials (about a minute to generate).
 EMBEDDED_TINY = Benchmark(
     name="embedded-tiny",
-    version=1,
+    version=2,
     description="a few weeks of the embedded simulation, for tests and quick trials",
     source="embedded",
     channels=("z500", "t850", "u850", "v850"),
@@ -134,11 +162,13 @@ EMBEDDED_TINY = Benchmark(
     trajectories=(
         {"start": "spunup-0", "seed": 0, "start_time": "2000-01-01T00", "days": 28},
     ),
+    data_key="embedded-tiny-v1",
 )
 
+# wb1/wb2 version 2: val/test initialised at 00/12 UTC over their whole range (WeatherBench 2's convention)
 WB1 = Benchmark(
     name="wb1-5.625",
-    version=1,
+    version=2,
     description="WeatherBench 1 at 5.625 deg (netCDF, one folder per variable); ClimaX/ClimateLearn splits",
     source="wb1",
     channels=("z500", "t850", "t2m"),
@@ -149,7 +179,7 @@ WB1 = Benchmark(
 
 WB2 = Benchmark(
     name="wb2-64x32",
-    version=1,
+    version=2,
     description="WeatherBench 2 64x32 equiangular zarr; official evaluation year 2020",
     source="wb2",
     channels=("z500", "t850", "t2m"),

@@ -30,7 +30,8 @@ def cache_dir() -> Path:
 def dataset_path(benchmark: Benchmark) -> Path:
     from .simulate import GENERATOR_VERSION
 
-    return cache_dir() / "data" / f"{benchmark.key}-{GENERATOR_VERSION}.nc"
+    # named by the data, not the benchmark version: a version that changes only the splits reuses the file
+    return cache_dir() / "data" / f"{benchmark.data_key or benchmark.key}-{GENERATOR_VERSION}.nc"
 
 
 def marker_path(path: Path) -> Path:

@@ -20,6 +20,7 @@ casting to float32.
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,9 +29,11 @@ from typing import Any
 import dask.array as da
 import numpy as np
 import xarray as xr
+from fsspec import AbstractFileSystem
 
 from ..errors import DataError
 from .channels import ChannelSpec, parse_channel, parse_channels
+from .stores import display, filesystem, join, local_file
 from .layout import (OPEN_KW, check_dims, check_grid, check_step_hours, check_time_order,
                      check_time_steps, check_years, format_time, format_times, make_fields, select_level,
                      subsample_times, time_values, to_dask, validate_fields)
@@ -73,37 +76,38 @@ def _wb1_folder_stem(spec: ChannelSpec, all_levels: bool) -> tuple[str, str]:
     return f"{v.wb1_name}_{spec.level}", f"{v.wb1_name}_{spec.level}hPa"
 
 
-def _wb1_layout(root: Path, spec: ChannelSpec) -> tuple[Path, str, bool]:
-    cands = [(root / f, s, all_levels) for f, s, all_levels in wb1_candidates(spec.name)]
+def _wb1_layout(fs: AbstractFileSystem, root: str, spec: ChannelSpec) -> tuple[str, str, bool]:
+    cands = [(join(root, f), s, all_levels) for f, s, all_levels in wb1_candidates(spec.name)]
     for folder, stem, all_levels in cands:
-        if folder.is_dir():
+        if fs.isdir(folder):
             return folder, stem, all_levels
-    tried = " or ".join(str(c[0]) for c in cands)
-    raise DataError(f"WB1 root {root}: no folder for channel {spec.name!r} (variable "
+    tried = " or ".join(display(fs, c[0]) for c in cands)
+    raise DataError(f"WB1 root {display(fs, root)}: no folder for channel {spec.name!r} (variable "
                     f"{spec.variable.wb1_var!r}): expected {tried}")
 
 
-def _wb1_years(folder: Path, stem: str) -> list[int]:
+def _wb1_years(fs: AbstractFileSystem, folder: str, stem: str) -> list[int]:
     pat = re.compile(rf"^{re.escape(stem)}_(\d{{4}})_{re.escape(RESOLUTION)}\.nc$")
-    return sorted(int(m.group(1)) for p in folder.iterdir() if (m := pat.match(p.name)))
+    names = (posixpath.basename(p.rstrip("/")) for p in fs.ls(folder, detail=False))
+    return sorted(int(m.group(1)) for name in names if (m := pat.match(name)))
 
 
-def _read_wb1_file(path: Path, spec: ChannelSpec, year: int, step: int,
+def _read_wb1_file(fs: AbstractFileSystem, path: str, spec: ChannelSpec, year: int, step: int,
                    all_levels: bool) -> tuple[da.Array, np.ndarray]:
-    where = f"WB1 file {path}"
+    where = f"WB1 file {display(fs, path)}"
     try:
-        ds = xr.open_dataset(path, **OPEN_KW)
+        ds = xr.open_dataset(local_file(fs, path), **OPEN_KW)
     except Exception as exc:  # netCDF4/h5netcdf/HDF5 raise OSError, ValueError, RuntimeError, KeyError, ...
         raise DataError(f"{where}: cannot open for channel {spec.name!r} (corrupt, truncated or not netCDF?): "
                         f"{type(exc).__name__}: {exc}") from exc
     try:
-        return _wb1_file_fields(ds, path, spec, year, step, all_levels)
+        return _wb1_file_fields(ds, display(fs, path), spec, year, step, all_levels)
     except BaseException:
         ds.close()  # release the handle (HDF5 locks the file) when the file is rejected
         raise
 
 
-def _wb1_file_fields(ds: xr.Dataset, path: Path, spec: ChannelSpec, year: int, step: int,
+def _wb1_file_fields(ds: xr.Dataset, path: str, spec: ChannelSpec, year: int, step: int,
                      all_levels: bool) -> tuple[da.Array, np.ndarray]:
     where = f"WB1 file {path}"
     var = spec.variable.wb1_var
@@ -140,17 +144,20 @@ def open_wb1(root: str | Path, channels: Sequence[str], years: Sequence[int] | N
     ``years``: consecutive years to read (None: every year found; all channels must have all of them).
     Hourly data is subsampled to the times at multiples of ``step_hours`` after 00 UTC. ``check_values`` also
     scans every value for NaN/inf (loads the data block by block; default off, the readers stay lazy).
+    ``root`` is a local folder or any fsspec URL (:mod:`wxbench.data.stores`; remote files are read from a
+    temporary local copy).
     """
-    root = Path(root).expanduser()
+    fs, root_path = filesystem(root, "WB1 root")
+    root = display(fs, root_path)
     step = check_step_hours(step_hours)
     specs = parse_channels(channels)
-    if not root.is_dir():
+    if not fs.isdir(root_path):
         raise DataError(f"WB1 root {root}: not a directory")
-    layouts = {s.name: _wb1_layout(root, s) for s in specs}
+    layouts = {s.name: _wb1_layout(fs, root_path, s) for s in specs}
     if years is None:
-        found = sorted({y for folder, stem, _ in layouts.values() for y in _wb1_years(folder, stem)})
+        found = sorted({y for folder, stem, _ in layouts.values() for y in _wb1_years(fs, folder, stem)})
         if not found:
-            pats = ", ".join(f"{f / stem}_<year>_{RESOLUTION}.nc" for f, stem, _ in layouts.values())
+            pats = ", ".join(f"{display(fs, join(f, stem))}_<year>_{RESOLUTION}.nc" for f, stem, _ in layouts.values())
             raise DataError(f"WB1 root {root}: no yearly files found ({pats})")
         years_l = list(range(found[0], found[-1] + 1))
     else:
@@ -165,21 +172,22 @@ def open_wb1(root: str | Path, channels: Sequence[str], years: Sequence[int] | N
         parts: list[da.Array] = []
         tparts: list[np.ndarray] = []
         files: dict[str, str] = {}
-        prev: Path | None = None
+        prev: str | None = None
         for year in years_l:
-            path = folder / f"{stem}_{year}_{RESOLUTION}.nc"
-            if not path.is_file():
-                raise DataError(f"WB1 channel {spec.name!r}: missing file for year {year}: {path}")
-            data, t = _read_wb1_file(path, spec, year, step, all_levels)
+            path = join(folder, f"{stem}_{year}_{RESOLUTION}.nc")
+            if not fs.isfile(path):
+                raise DataError(f"WB1 channel {spec.name!r}: missing file for year {year}: {display(fs, path)}")
+            data, t = _read_wb1_file(fs, path, spec, year, step, all_levels)
             if tparts:
                 last, first = tparts[-1][-1], t[0]
                 if first - last != np.timedelta64(step, "h"):
                     raise DataError(f"WB1 channel {spec.name!r}: time axis has a gap between {format_time(last)} "
-                                    f"(end of {prev}) and {format_time(first)} (start of {path}) "
+                                    f"(end of {display(fs, prev)}) and {format_time(first)} (start of "
+                                    f"{display(fs, path)}) "
                                     f"(expected {step} h steps)")
             parts.append(data)
             tparts.append(t)
-            files[str(year)] = str(path)
+            files[str(year)] = display(fs, path)
             prev = path
         t_all = np.concatenate(tparts)
         if axis is None:
@@ -188,7 +196,7 @@ def open_wb1(root: str | Path, channels: Sequence[str], years: Sequence[int] | N
             raise DataError(
                 f"WB1 root {root}: channels cover different times: {axis_from!r} "
                 f"{format_time(axis[0])}..{format_time(axis[-1])} ({len(axis)} steps) but {spec.name!r} "
-                f"{format_time(t_all[0])}..{format_time(t_all[-1])} ({len(t_all)} steps) in {folder}")
+                f"{format_time(t_all[0])}..{format_time(t_all[-1])} ({len(t_all)} steps) in {display(fs, folder)}")
         pieces.append(da.concatenate(parts, axis=0) if len(parts) > 1 else parts[0])
         origin[spec.name] = {"variable": spec.variable.wb1_var, "level": spec.level, "files": files}
     assert axis is not None

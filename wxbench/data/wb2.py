@@ -2,7 +2,8 @@
 
 One store, variables by WB2 long name (from the channel catalogue, :mod:`wxbench.data.channels`), dims
 ``time, level, longitude, latitude`` (latitude ascending or descending), e.g.
-``1959-2023_01_10-6h-64x32_equiangular_conservative.zarr``.
+``1959-2023_01_10-6h-64x32_equiangular_conservative.zarr``, local or remote (``gs://``, ``s3://``, ``https://``:
+any fsspec URL, :mod:`wxbench.data.stores`).
 
 Nothing is loaded but coordinates (see :mod:`wxbench.data.layout` for the checks). The only transformations
 are: subsampling finer steps to ``step_hours``, flipping a descending latitude axis, transposing to the
@@ -23,6 +24,7 @@ import xarray as xr
 
 from ..errors import DataError
 from .channels import parse_channels, wb2_location
+from .stores import is_remote, location_exists, zarr_store
 from .layout import (OPEN_KW, as_index, check_dims, check_grid, check_step_hours,
                      check_time_order, check_time_steps, check_years, format_time, make_fields, select_level,
                      subsample_times, time_values, to_dask, validate_fields)
@@ -40,17 +42,16 @@ def open_wb2(path: str | Path, channels: Sequence[str], *, step_hours: int = 6,
     ``years``: optional consecutive years to keep (None: the whole store). Native steps finer than
     ``step_hours`` are subsampled to multiples of ``step_hours`` after 00 UTC; coarser ones are a gap error.
     """
-    remote = isinstance(path, str) and "://" in path
-    loc: str | Path = path if remote else Path(path).expanduser()
+    loc: str | Path = path if is_remote(path) else Path(path).expanduser()
     where = f"WB2 store {loc}"
     step = check_step_hours(step_hours)
     specs = parse_channels(channels)
-    if not remote and not Path(loc).exists():
+    if not location_exists(loc, "WB2 store"):  # a missing package for the protocol: DataError with the hint
         raise DataError(f"{where}: does not exist")
     try:
         with warnings.catch_warnings():  # a store without consolidated metadata (zarr v3) is fine, only slower
             warnings.filterwarnings("ignore", message=".*consolidated metadata", category=RuntimeWarning)
-            ds = xr.open_dataset(loc, engine="zarr", **OPEN_KW)
+            ds = xr.open_dataset(zarr_store(loc, "WB2 store"), engine="zarr", **OPEN_KW)
     except Exception as exc:  # zarr raises FileNotFoundError, GroupNotFoundError, JSONDecodeError, ValueError, ...
         raise DataError(f"{where}: cannot open as zarr (corrupt, incomplete or not a zarr store?): "
                         f"{type(exc).__name__}: {exc}") from exc

@@ -20,18 +20,18 @@ Failures
     ``run_task``'s error rows (:func:`wxbench.runner.error_result`, stage ``"ray worker"``). A model's
     own exception is not retried: it is an error row at once, as in a local run.
 
-Data: read once per run, shared through the object store
-    The driver reads each benchmark once (:func:`wxbench.data.loading.load_benchmark`: the splits'
-    time ranges and channels only, see the lazy readers) and ``ray.put``s its arrays as numpy arrays.
-    Ray copies the object to a node's shared-memory object store once, the first time a task on that
-    node needs it; every worker process on the node then maps the same memory (numpy arrays are
-    deserialised zero-copy, read-only) and wraps it in a :class:`~wxbench.data.loading.BenchmarkData`
-    without copying, so no worker reads files and no node holds more than one copy of the raw data.
-    (Each worker still builds its own normalised copy of the splits its model uses, as a local run does;
-    it is cached in the worker process for its next task on the same data.) We chose the object store
-    over a per-node actor because it needs no shared filesystem for the data, no extra process to
-    schedule, and Ray already does the per-node caching and the freeing when the run ends. The
-    workers therefore need neither the data files nor the ``--data-path``; the driver does.
+Data: cached once per node, memory-mapped by every worker
+    The driver loads each benchmark once (:func:`wxbench.data.loading.load_benchmark`), which builds the
+    benchmark's on-disk cache (:mod:`wxbench.data.cache`: one memory-mapped float32 file of the frames) if it
+    is not there yet. A task receives only the benchmark, the cache folder and the data hash. A worker whose
+    node sees that folder (the driver's node, or any node when ``$WXBENCH_CACHE`` is on a shared filesystem)
+    maps the same file: the node's page cache holds one copy of the data for all its workers, nothing is
+    copied through the object store, and those workers need neither the data files nor ``--data-path``. A
+    worker on another node builds the cache there from the source (once per node: a file lock makes the
+    other workers wait for it, then map it), so that node needs the data path, and the data hash must agree
+    with the driver's or the run is an error row. Windows are gathered and normalised per batch from the
+    map, so no worker holds a split in memory; the opened data are kept in the worker process for its next
+    task on the same data.
 
 Results
     The result files are written where ``--output`` points (made absolute on the driver). Use a
@@ -45,13 +45,12 @@ from __future__ import annotations
 import datetime as dt
 import sys
 import traceback
-import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..data.loading import BenchmarkData, load_benchmark
-from ..errors import ConfigError
+from ..data.loading import BenchmarkData, load_benchmark, open_cached_benchmark
+from ..errors import ConfigError, DataError
 from ..progress import progress_bar
 from ..results import read_result, write_result
 from ..runner import RunTask, completed, error_result, run_task
@@ -85,30 +84,27 @@ def task_resources(task: RunTask, *, cluster_gpus: float = 0.0, num_cpus: float 
 # -- worker side ----------------------------------------------------------------------------------
 
 def _payload(data: BenchmarkData) -> dict[str, Any]:
-    """What goes into the object store: numpy arrays (zero-copy for readers), no torch tensors."""
-    return {"benchmark": data.benchmark, "fields": {k: v.numpy() for k, v in data.fields.items()},
-            "times": data.times, "grid": data.grid, "stats": data.stats,
-            "climatology": data.climatology.numpy(), "data_hash": data.data_hash, "source": data.source}
+    """What a task gets: where the cache is and what it must hold, not the data themselves."""
+    return {"benchmark": data.benchmark, "cache_folder": str(data.cache.folder), "data_hash": data.data_hash}
 
 
 _WORKER_DATA: tuple[tuple[Any, str], BenchmarkData] | None = None
 
 
 def _from_payload(payload: dict[str, Any]) -> BenchmarkData:
-    """BenchmarkData over the object store's memory, kept for the next task of this worker process."""
+    """The benchmark's data over the node's memory-mapped cache, kept for the next task of this worker process."""
     global _WORKER_DATA
-    import torch
 
     key = (payload["benchmark"], payload["data_hash"])
     if _WORKER_DATA is not None and _WORKER_DATA[0] == key:
         return _WORKER_DATA[1]
-    with warnings.catch_warnings():
-        # the arrays are read-only views of shared memory; nothing writes to the raw fields (splits are
-        # normalised copies), so the tensors may share that memory
-        warnings.filterwarnings("ignore", message=".*not writable.*", category=UserWarning)
-        fields = {k: torch.from_numpy(v) for k, v in payload["fields"].items()}
-    data = BenchmarkData(payload["benchmark"], fields, payload["times"], payload["grid"], payload["stats"],
-                         torch.from_numpy(payload["climatology"].copy()), payload["data_hash"], payload["source"])
+    if Path(payload["cache_folder"], "meta.json").exists():
+        data = open_cached_benchmark(payload["benchmark"], payload["cache_folder"])
+    else:  # another node: build this node's cache from the source
+        data = load_benchmark(payload["benchmark"], progress=False)
+    if data.data_hash != payload["data_hash"]:
+        raise DataError(f"benchmark {payload['benchmark'].key}: the data on this node ({data.cache.folder}, data hash "
+                        f"{data.data_hash}) differ from the driver's ({payload['data_hash']})")
     _WORKER_DATA = (key, data)
     return data
 
@@ -188,7 +184,7 @@ def _run_pending(ray, tasks: list[RunTask], todo: list[int], results: list[dict[
         print("warning: --device cuda: the Ray cluster has no GPU now; those runs wait until a node with a GPU "
               "joins", file=sys.stderr)
 
-    # the data: read once on the driver, one object-store copy per node, zero-copy in the workers
+    # the data: cached once on the driver's node, the workers map the cache (see the module docstring)
     payloads: list[tuple[Any, Any]] = []  # (benchmark, ObjectRef or None); a Benchmark is not hashable
     for bench in [tasks[i].benchmark for i in todo]:
         if any(b == bench for b, _ in payloads):
@@ -205,7 +201,6 @@ def _run_pending(ray, tasks: list[RunTask], todo: list[int], results: list[dict[
             payloads.append((bench, None))
             continue
         payloads.append((bench, ray.put(_payload(data))))
-        del data  # the object store holds it now
     todo = [i for i in todo if results[i] is None]
 
     remote = ray.remote(_run_in_worker)
