@@ -167,7 +167,9 @@ def test_result_file_holds_scores_throughput_and_provenance(tmp_path, wb2_benchm
                 "device_name", "torch_version", "seed"):
         assert key in prov
     assert prov["plugin_distribution"] == "wxbench-baselines" and prov["data_hash"].startswith("sha256:")
-    assert result["budget"]["max_steps"] == 3 and result["hyperparameters"]["alpha"] == 1.0
+    # alpha None: chosen on the validation split from the grid, and the chosen value is recorded
+    assert result["budget"]["max_steps"] == 3 and result["hyperparameters"]["alpha"] is None
+    assert result["model_info"]["alpha"] in result["hyperparameters"]["alpha_grid"]
     assert result["weights"] and result["model_info"]["parameters"] > 0
     assert result["peak_memory_bytes"] > 0
     folder = tmp_path / "leaderboards" / "tiny-wb2-v1" / "smoke"
@@ -382,3 +384,11 @@ def test_foreign_and_damaged_result_files_are_skipped_with_a_reason(tmp_path, wb
     assert len(messy["skipped_files"]) == 3
     board = board_json.with_suffix(".md").read_text()
     assert "## Skipped result files" in board and "unreadable JSON" in board
+
+
+def test_a_missing_data_path_is_refused_before_any_model_starts(tmp_path):
+    code, output = run_cli("-m", "persistence", "--benchmark", "wb2-64x32", "--data-path", str(tmp_path / "nowhere.zarr"),
+                           "--output", str(tmp_path / "out"))
+    assert code == 2, output
+    assert f"benchmark 'wb2-64x32': data path {tmp_path / 'nowhere.zarr'} does not exist" in output
+    assert not (tmp_path / "out").exists()
