@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from .data.benchmarks import BUILTIN_BENCHMARKS, DEFAULT_BENCHMARK
-from .errors import WxbenchError
+from .errors import DataError, WxbenchError
 from .executors import EXECUTORS
 from .profiles import DEFAULT_PROFILE, PROFILES
 from .results import DEFAULT_OUTPUT
@@ -229,11 +229,15 @@ def run(run_all, models, benchmark, data_path, climatology_path, profile, device
 
 
 def _check_data_location(bench) -> None:
-    """A remote --data-path whose protocol needs a missing package (gcsfs, s3fs) fails here, before any work."""
+    """A local --data-path that does not exist, or a remote one whose protocol needs a missing package
+    (gcsfs, s3fs), fails here, before any work (a remote store's existence is checked when it is read)."""
     if bench.path is not None:
-        from .data.stores import filesystem
+        from .data.stores import filesystem, is_remote, location_exists
 
-        filesystem(bench.path, f"benchmark {bench.name!r}: data path")
+        what = f"benchmark {bench.name!r}: data path"
+        filesystem(bench.path, what)
+        if not is_remote(bench.path) and not location_exists(bench.path, what):
+            raise DataError(f"{what} {bench.path} does not exist")
 
 
 def _report_skipped(skipped: list) -> None:
