@@ -5,7 +5,6 @@ stores fail before any work, naming the store and the field."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ from wxbench.data.layout import LATITUDES, LONGITUDES
 from wxbench.errors import DataError
 from wxbench.forecast_io import write_wb2_climatology
 from wxbench.metrics import ScoreAccumulator, latitude_weights
-from wxbench.testing_data import make_times, write_wb2_layout
+from wxbench.testing_data import TINY_PERIOD, TINY_SPLITS, make_times, write_benchmark_toml, write_wb2_layout
 
 SMALL_LAT = (-60.0, -20.0, 20.0, 60.0)
 N_LON = 8
@@ -307,18 +306,15 @@ def test_a_missing_or_unreadable_store_is_a_clear_error(tmp_path):
 # -- the benchmark's climatology, end to end --------------------------------------------------------------------
 
 CHANNELS = ["z500", "t850"]
-SPLITS = ('train = ["1979-12-01T00", "1979-12-24T18"]\nval = ["1979-12-25T00", "1979-12-30T18"]\n'
-          'test = ["1979-12-31T00", "1980-01-06T18"]\n')
+SPLITS = {**TINY_SPLITS, "test": ("1979-12-31T00", "1980-01-06T18")}
 
 
 @pytest.fixture(scope="module")
 def wb2_toml(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("clim-wb2")
-    store = write_wb2_layout(root / "data.zarr", CHANNELS, ("1979-12-01T00", "1980-01-09T18"))
-    path = root / "bench.toml"
-    path.write_text(f'name = "clim-wb2"\nversion = 1\nsource = "wb2"\npath = "{store}"\n'
-                    f'channels = {json.dumps(CHANNELS)}\n{SPLITS}')
-    return path
+    store = write_wb2_layout(root / "data.zarr", CHANNELS, TINY_PERIOD)
+    return write_benchmark_toml(root / "bench.toml", name="clim-wb2", source="wb2", data=store, channels=CHANNELS,
+                                splits=SPLITS)
 
 
 def test_wb2_benchmarks_get_a_cached_calendar_climatology(tmp_path, wb2_toml, monkeypatch):

@@ -10,7 +10,6 @@ selected by the valid time's day of year and hour) and compares with wxbench's r
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +24,11 @@ from wxbench.data.benchmarks import get_benchmark
 from wxbench.errors import DataError
 from wxbench.external import evaluate_forecast_file
 from wxbench.results import load_results
-from wxbench.testing_data import write_wb2_layout
+from wxbench.testing_data import TINY_PERIOD, TINY_SPLITS, write_benchmark_toml, write_wb2_layout
 
 CHANNELS = ["z500", "t850", "t2m"]
-PERIOD = ("1979-12-01T00", "1980-01-09T18")
-SPLITS = 'train = ["1979-12-01T00", "1979-12-24T18"]\nval = ["1979-12-25T00", "1979-12-30T18"]\n' \
-         'test = ["1979-12-31T00", "1980-01-08T18"]\n'
+PERIOD = TINY_PERIOD
+SPLITS = {**TINY_SPLITS, "test": ("1979-12-31T00", "1980-01-08T18")}
 RTOL = 1e-6
 
 
@@ -69,10 +67,8 @@ class _Plugin:
 def bench_toml(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("wb2")
     store = write_wb2_layout(root / "data.zarr", CHANNELS, PERIOD)
-    path = root / "bench.toml"
-    path.write_text(f'name = "tiny-ext"\nversion = 1\nsource = "wb2"\npath = "{store}"\n'
-                    f'channels = {json.dumps(CHANNELS)}\n{SPLITS}')
-    return path
+    return write_benchmark_toml(root / "bench.toml", name="tiny-ext", source="wb2", data=store, channels=CHANNELS,
+                                splits=SPLITS)
 
 
 @pytest.fixture

@@ -20,12 +20,10 @@ from wxbench.errors import ConfigError
 from wxbench.executors import ray_executor
 from wxbench.results import load_results
 from wxbench.runner import RunTask
-from wxbench.testing_data import write_wb2_layout
+from wxbench.testing_data import TINY_PERIOD, write_benchmark_toml, write_wb2_layout
 
 CHANNELS = ["z500", "t850"]
-PERIOD = ("1979-12-01T00", "1980-01-09T18")
-SPLITS = 'train = ["1979-12-01T00", "1979-12-24T18"]\nval = ["1979-12-25T00", "1979-12-30T18"]\n' \
-         'test = ["1979-12-31T00", "1980-01-09T18"]\n'
+PERIOD = TINY_PERIOD
 MODELS = ["persistence", "climatology", "lr", "faulty_raise"]
 DETERMINISTIC = ["persistence", "climatology", "lr"]
 
@@ -101,10 +99,7 @@ def cluster(plugin_site):
 def bench_file(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("wb2")
     store = write_wb2_layout(root / "data.zarr", CHANNELS, PERIOD)
-    path = root / "bench.toml"
-    path.write_text(f'name = "tiny-wb2"\nversion = 1\nsource = "wb2"\npath = "{store}"\n'
-                    f'channels = {json.dumps(CHANNELS)}\n{SPLITS}')
-    return path
+    return write_benchmark_toml(root / "bench.toml", name="tiny-wb2", source="wb2", data=store, channels=CHANNELS)
 
 
 def _run(*args: str) -> str:

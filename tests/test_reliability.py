@@ -20,7 +20,7 @@ from wxbench import Encoder, TorchForecaster, hookimpl
 from wxbench.cli import main
 from wxbench.errors import DataError
 from wxbench.results import load_results
-from wxbench.testing_data import write_wb2_layout
+from wxbench.testing_data import TINY_PERIOD, write_benchmark_toml, write_wb2_layout
 
 MODELS = ["persistence", "climatology", "lr", "lr_multi"]
 
@@ -28,12 +28,8 @@ MODELS = ["persistence", "climatology", "lr", "lr_multi"]
 @pytest.fixture(scope="module")
 def bench_file(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("rel")
-    store = write_wb2_layout(root / "data.zarr", ["z500", "t850"], ("1979-12-01T00", "1980-01-09T18"))
-    path = root / "bench.toml"
-    path.write_text(f'name = "rel"\nversion = 1\nsource = "wb2"\npath = "{store}"\nchannels = ["z500", "t850"]\n'
-                    'train = ["1979-12-01T00", "1979-12-24T18"]\nval = ["1979-12-25T00", "1979-12-30T18"]\n'
-                    'test = ["1979-12-31T00", "1980-01-09T18"]\n')
-    return path
+    store = write_wb2_layout(root / "data.zarr", ["z500", "t850"], TINY_PERIOD)
+    return write_benchmark_toml(root / "bench.toml", name="rel", source="wb2", data=store, channels=["z500", "t850"])
 
 
 def _run_args(bench: Path, out: Path) -> list[str]:

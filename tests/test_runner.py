@@ -16,18 +16,14 @@ from click.testing import CliRunner
 from wxbench import Forecaster, hookimpl
 from wxbench.cli import main
 from wxbench.results import load_results
-from wxbench.testing_data import write_wb1_layout, write_wb2_layout
+from wxbench.testing_data import TINY_PERIOD, write_benchmark_toml, write_wb1_layout, write_wb2_layout
 
 CHANNELS = ["z500", "t850"]
-PERIOD = ("1979-12-01T00", "1980-01-09T18")
-SPLITS = 'train = ["1979-12-01T00", "1979-12-24T18"]\nval = ["1979-12-25T00", "1979-12-30T18"]\n' \
-         'test = ["1979-12-31T00", "1980-01-09T18"]\n'
+PERIOD = TINY_PERIOD
 
 
 def write_toml(path: Path, source: str, data: Path) -> Path:
-    path.write_text(f'name = "tiny-{source}"\nversion = 1\nsource = "{source}"\npath = "{data}"\n'
-                    f'channels = {json.dumps(CHANNELS)}\n{SPLITS}')
-    return path
+    return write_benchmark_toml(path, name=f"tiny-{source}", source=source, data=data, channels=CHANNELS)
 
 
 @pytest.fixture(scope="module")

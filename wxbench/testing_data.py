@@ -26,9 +26,14 @@ from .data.channels import parse_channel
 from .data.layout import LATITUDES, LONGITUDES
 from .data.wb1 import wb1_file_path
 
-__all__ = ["DEFAULT_END_WB1", "DEFAULT_END_WB2", "DEFAULT_START", "make_times", "make_wb1_dataset",
-           "make_wb2_dataset", "synthetic_values", "write_wb1_file", "write_wb1_layout", "write_wb2_layout",
-           "write_wb2_store"]
+__all__ = ["DEFAULT_END_WB1", "DEFAULT_END_WB2", "DEFAULT_START", "TINY_PERIOD", "TINY_SPLITS", "make_times",
+           "make_wb1_dataset", "make_wb2_dataset", "synthetic_values", "write_benchmark_toml", "write_wb1_file",
+           "write_wb1_layout", "write_wb2_layout", "write_wb2_store"]
+
+#: a small benchmark for end-to-end tests: 40 days of 6-hourly data, split 24 / 6 / 10 days
+TINY_PERIOD = ("1979-12-01T00", "1980-01-09T18")
+TINY_SPLITS = {"train": ("1979-12-01T00", "1979-12-24T18"), "val": ("1979-12-25T00", "1979-12-30T18"),
+               "test": ("1979-12-31T00", "1980-01-09T18")}
 
 #: default test period: four days across a year boundary (two yearly WB1 files)
 DEFAULT_START = "1979-12-30T00"
@@ -44,6 +49,19 @@ _SCALE: dict[str, tuple[float, float]] = {
 }
 
 Times = Sequence[Any] | np.ndarray | tuple[Any, Any]
+
+
+def write_benchmark_toml(path: str | Path, *, name: str, source: str, data: str | Path, channels: Sequence[str],
+                         splits: dict[str, tuple[str, str]] = TINY_SPLITS, version: int = 1) -> Path:
+    """A user benchmark file (the TOML format of ``Benchmark.from_toml``) for data written by this module."""
+    import json
+
+    lines = [f'name = "{name}"', f"version = {version}", f'source = "{source}"', f'path = "{data}"',
+             f"channels = {json.dumps(list(channels))}"]
+    lines += [f"{split} = {json.dumps(list(bounds))}" for split, bounds in splits.items()]
+    path = Path(path)
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def make_times(times: Times | None, freq_hours: int, *, default_end: str) -> np.ndarray:
