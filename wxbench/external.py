@@ -28,7 +28,7 @@ from .data.layout import OPEN_KW, check_grid, format_time, format_times
 from .data.stores import location_exists, zarr_store
 from .errors import DataError
 from .forecast_io import ENSEMBLE_DIMS, read_channel, write_wb2_climatology, write_wb2_truth
-from .results import SCHEMA_VERSION, Result, result_path, write_result
+from .results import Result, result_path, write_result
 
 __all__ = ["evaluate_forecast_file", "export_split", "open_forecast_file"]
 
@@ -119,7 +119,7 @@ def evaluate_forecast_file(path: str | Path, benchmark: Benchmark, *, name: str 
     from .metrics import ScoreAccumulator
     from .profiles import DEFAULT_PROFILE, get_profile
     from .results import DEFAULT_OUTPUT
-    from .runner import RunTask, cached_benchmark_data, provenance, reference_scores
+    from .runner import RunTask, cached_benchmark_data, provenance, reference_scores, result_header
 
     started = dt.datetime.now(dt.timezone.utc)
     where = f"forecast file {path}"
@@ -150,10 +150,9 @@ def evaluate_forecast_file(path: str | Path, benchmark: Benchmark, *, name: str 
     task = RunTask(model=name, benchmark=benchmark, profile=profile_.name, output=str(output))
     ensemble_size = int(ds.sizes[member]) if member else 1
     now = dt.datetime.now(dt.timezone.utc)
+    # the runner's header (schema version, model, benchmark, profile, seed; no budget), then this file's facts
     result: Result = {
-        "schema_version": SCHEMA_VERSION, "model": name, "benchmark": benchmark.as_dict(),
-        "benchmark_key": benchmark.key, "profile": profile_.name, "seed": 0, "status": "ok",
-        "budget": None, "start_time": started.isoformat(), "end_time": now.isoformat(),
+        **result_header(task, None, started), "status": "ok", "end_time": now.isoformat(),
         "wall_seconds": (now - started).total_seconds(), "family": "external", "external": True,
         "forecast_source": str(path), "hyperparameters": {}, "probabilistic": member is not None,
         "ensemble_size": ensemble_size, "weights": f"external forecast {path}", "model_info": {},

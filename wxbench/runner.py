@@ -239,7 +239,8 @@ def provenance(task: RunTask, reg: Registration | None, data: BenchmarkData | No
     }
 
 
-def _result_header(task: RunTask, profile: Profile | None, started: dt.datetime) -> Result:
+def result_header(task: RunTask, profile: Profile | None, started: dt.datetime) -> Result:
+    """The keys every result starts with: run_task's, error_result's and an external forecast's."""
     return {
         "schema_version": SCHEMA_VERSION, "model": task.model, "benchmark": task.benchmark.as_dict(),
         "benchmark_key": task.benchmark.key, "profile": task.profile, "seed": task.seed, "status": "running",
@@ -269,7 +270,7 @@ def error_result(task: RunTask, stage: str, exc: BaseException, *, started: dt.d
         profile = get_profile(task.profile)
     except ConfigError:
         profile = None
-    result = _result_header(task, profile, started)
+    result = result_header(task, profile, started)
     if reg is not None:
         result["family"] = reg.cls.family
     result["status"] = "error"
@@ -308,7 +309,7 @@ def run_task(task: RunTask, *, progress: bool = True, data: BenchmarkData | None
     """
     profile = get_profile(task.profile)
     started = dt.datetime.now(dt.timezone.utc)
-    result: Result = _result_header(task, profile, started)
+    result: Result = result_header(task, profile, started)
     stage = "load plugin"
     reg = None
     preloaded, data = data, None
